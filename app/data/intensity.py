@@ -1,0 +1,40 @@
+"""Percentile intensity scaling: computed on the LR input, stored, inverted before writing."""
+from __future__ import annotations
+
+import torch
+
+_EPS = 1e-8
+
+
+def percentile_scale(
+    volume: torch.Tensor, lower_percentile: float, upper_percentile: float
+) -> tuple[torch.Tensor, float, float]:
+    """Map ``volume`` (any shape) so its lower/upper percentiles go to 0/1; returns (scaled, lo, hi).
+
+    Percentiles are in [0, 100]. A constant image gives ``hi == lo`` and is only shifted (no NaN).
+    """
+    if not 0.0 <= lower_percentile < upper_percentile <= 100.0:
+        raise ValueError(
+            f"need 0 <= lower_percentile < upper_percentile <= 100, got {lower_percentile}, {upper_percentile}"
+        )
+    flat = volume.detach().reshape(-1).float()
+    if flat.numel() == 0:
+        raise ValueError("cannot scale an empty volume")
+    q = torch.tensor([lower_percentile, upper_percentile], dtype=flat.dtype, device=flat.device) / 100.0
+    # torch.quantile refuses inputs above 2**24 elements (a 256^3 volume): interpolate on a sorted copy instead
+    sorted_flat = flat.sort().values
+    pos = q * (sorted_flat.numel() - 1)
+    low_idx, high_idx = pos.floor().long(), pos.ceil().long()
+    values = sorted_flat[low_idx] + (sorted_flat[high_idx] - sorted_flat[low_idx]) * (pos - low_idx)
+    lo, hi = float(values[0]), float(values[1])
+    return percentile_apply(volume, lo, hi), lo, hi
+
+
+def percentile_apply(volume: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Scale with known percentile values: (volume - lo) / (hi - lo), a plain shift when hi == lo."""
+    return (volume - lo) / max(hi - lo, _EPS)
+
+
+def percentile_unscale(scaled: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Inverse of :func:`percentile_scale` (to the input's units)."""
+    return scaled * max(hi - lo, _EPS) + lo
