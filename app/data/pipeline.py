@@ -1,0 +1,84 @@
+"""MONAI transform chains: load -> channel first -> RAS -> (synthesis) -> intensity scaling -> HR patches -> LR."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    GridPatchd,
+    LoadImaged,
+    Orientationd,
+    RandSpatialCropSamplesd,
+    SpatialPadd,
+    SplitDimd,
+)
+
+from app.data.synth import SynthContrastd
+from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
+
+TISSUE_KEYS = ("gm", "wm", "csf")
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world space; MONAI's default will change to None
+
+
+def _load(keys: Sequence[str]) -> list:
+    """Read NIfTI (scl_slope applied), channel first, RAS-closest voxel orientation."""
+    return [
+        LoadImaged(keys, image_only=True, dtype="float32", allow_missing_keys=True),
+        EnsureChannelFirstd(keys, allow_missing_keys=True),
+        Orientationd(keys, axcodes="RAS", labels=RAS_LABELS, allow_missing_keys=True),
+    ]
+
+
+def _scale_and_pad(scale: Sequence[int], patch_size: Sequence[int], intensity: Mapping, degradation: Mapping) -> list:
+    return [
+        ScaleIntensityFromLRd("image", scale, degradation["profile"], **intensity),
+        SpatialPadd("image", spatial_size=list(patch_size)),
+    ]
+
+
+def _degrade(scale: Sequence[int], degradation: Mapping, train: bool) -> SimulateLRd:
+    ranges = degradation.get("train") if train else None
+    nominal = {k: degradation[k] for k in ("profile", "noise_std", "kspace_fraction")}
+    return SimulateLRd("image", scale, train=ranges, **nominal)
+
+
+def train_transforms(
+    scale: Sequence[int],
+    patch_size: Sequence[int],
+    samples_per_volume: int,
+    intensity: Mapping[str, float],
+    degradation: Mapping[str, Any],
+    synth: Mapping[str, Any] | None = None,
+) -> Compose:
+    """Item dict of paths -> list of ``samples_per_volume`` dicts {"hr": (1, *patch), "lr": (1, *patch/scale)}."""
+    keys = ["image", *TISSUE_KEYS] if synth is not None else ["image"]
+    chain = _load(keys)
+    if synth is not None:
+        chain.append(SynthContrastd("image", TISSUE_KEYS, **synth))
+    chain += _scale_and_pad(scale, patch_size, intensity, degradation)
+    chain += [
+        RandSpatialCropSamplesd("image", roi_size=list(patch_size), num_samples=samples_per_volume, random_size=False),
+        _degrade(scale, degradation, train=True),
+    ]
+    return Compose(chain)
+
+
+def eval_transforms(
+    scale: Sequence[int],
+    patch_size: Sequence[int],
+    max_patches: int,
+    intensity: Mapping[str, float],
+    degradation: Mapping[str, Any],
+) -> Compose:
+    """Item dict of paths -> up to ``max_patches`` fixed grid patches (the brightest) with nominal degradation."""
+    return Compose(
+        _load(["image"])
+        + _scale_and_pad(scale, patch_size, intensity, degradation)
+        + [
+            GridPatchd("image", patch_size=list(patch_size), num_patches=max_patches, sort_fn="max", threshold=float("inf")),
+            SplitDimd("image", dim=0, keepdim=False, list_output=True),
+            _degrade(scale, degradation, train=False),
+        ]
+    )

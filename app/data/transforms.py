@@ -1,0 +1,89 @@
+"""MONAI dictionary transforms of this project: intensity scaling from the simulated LR, HR -> LR pairs."""
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_tensor
+
+from app.data.degradation import PROFILES, simulate_lr
+from app.data.intensity import percentile_apply, percentile_scale
+
+
+class ScaleIntensityFromLRd(MapTransform):
+    """Percentile-scale d[key] (C, X, Y, Z) with percentiles measured on its simulated LR version.
+
+    At inference the percentiles are measured on the real LR input; measuring them on the nominal
+    LR of the whole training volume keeps both the same. Degradation is linear, so scaling the HR
+    and then degrading equals degrading and then scaling.
+    """
+
+    def __init__(self, keys: str, scale: Sequence[int], profile: str, lower_percentile: float, upper_percentile: float):
+        super().__init__(keys)
+        self.scale = [int(s) for s in scale]
+        self.profile = profile
+        self.lower, self.upper = lower_percentile, upper_percentile
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            vol = d[key]
+            trimmed = vol[(...,) + tuple(slice(0, n - n % s) for n, s in zip(vol.shape[-3:], self.scale))]
+            lr = simulate_lr(convert_to_tensor(trimmed, track_meta=False), self.scale, self.profile)
+            _, lo, hi = percentile_scale(lr, self.lower, self.upper)
+            d[key] = percentile_apply(vol, lo, hi)
+        return d
+
+
+class SimulateLRd(RandomizableTransform, MapTransform):
+    """HR patch d[key] (C, X, Y, Z) -> d["hr"] (plain tensor) and d["lr"] = simulate_lr(hr) (C, X/sx, Y/sy, Z/sz).
+
+    With ``train`` ranges ({"profiles": [...], "noise_std": [lo, hi], "kspace_fraction": [lo, hi] | None})
+    each call draws its own degradation; without, the nominal one is used (noise from a fixed seed).
+    """
+
+    def __init__(
+        self,
+        keys: str,
+        scale: Sequence[int],
+        profile: str = "gaussian",
+        noise_std: float = 0.0,
+        kspace_fraction: float | None = None,
+        train: Mapping[str, Any] | None = None,
+    ):
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob=1.0)
+        self.scale = [int(s) for s in scale]
+        self.nominal = {"profile": profile, "noise_std": float(noise_std), "kspace_fraction": kspace_fraction}
+        self.train = dict(train) if train else None
+        for p in [profile, *(self.train or {}).get("profiles", [])]:
+            if p not in PROFILES:
+                raise ValueError(f"unknown slice profile {p!r}; expected one of {PROFILES}")
+        self._params: dict[str, Any] = dict(self.nominal)
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw profile, noise level, k-space fraction and a noise seed (nominal values without ranges)."""
+        if self.train is None:
+            self._params, self._seed = dict(self.nominal), 0
+            return
+        profiles = self.train.get("profiles") or [self.nominal["profile"]]
+        noise = self.train.get("noise_std")
+        kspace = self.train.get("kspace_fraction")
+        self._params = {
+            "profile": profiles[self.R.randint(len(profiles))],
+            "noise_std": float(self.R.uniform(*noise)) if noise else self.nominal["noise_std"],
+            "kspace_fraction": float(self.R.uniform(*kspace)) if kspace else self.nominal["kspace_fraction"],
+        }
+        self._seed = int(self.R.randint(2**31 - 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        for key in self.key_iterator(d):
+            hr = convert_to_tensor(d.pop(key), track_meta=False, dtype=torch.float32)
+            generator = torch.Generator().manual_seed(self._seed)
+            d["hr"], d["lr"] = hr, simulate_lr(hr, self.scale, generator=generator, **self._params)
+        return d

@@ -1,0 +1,86 @@
+"""Train the SR U-Net: ``python -m app.train [overrides]`` (Hydra config in conf/train.yaml)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from app.data.datamodule import check_patch_geometry
+from app.nn.lightning_module import SRLightningModule
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+def _plain(cfg: DictConfig) -> Any:
+    """Resolved plain python containers (what checkpoints store)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """cfg.ckpt_path -> checkpoint file: "last" = this run's last.ckpt, else the newest under log_dir/task_name."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path != "last":
+        path = Path(cfg.ckpt_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
+        return str(path)
+    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return str(own)
+    found = sorted(Path(cfg.paths.log_dir, cfg.task_name).glob("*runs/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt in {own.parent} or under {Path(cfg.paths.log_dir, cfg.task_name)}")
+    log.info("resuming from the newest run's last checkpoint: %s", found[-1])
+    return str(found[-1])
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit (and optionally test) the model described by ``cfg``; returns (metrics, objects)."""
+    L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    module = SRLightningModule(
+        model=_plain(cfg.model),
+        intensity=_plain(cfg.data.intensity),
+        degradation=_plain(cfg.degradation),
+        loss=cfg.loss,
+        data_range=cfg.data_range,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
+    )
+    check_patch_geometry(cfg.data.patch_size, module.scale, module.net.divisor)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in loggers:
+        logger.log_hyperparams({"config": _plain(cfg)})
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.test and "test" in datamodule.datasets:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    log.info("metrics: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return metrics, {"cfg": cfg, "model": module, "datamodule": datamodule, "trainer": trainer}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns val PSNR for sweepers."""
+    metrics, _ = run(cfg)
+    return metrics.get("val/psnr")
+
+
+if __name__ == "__main__":
+    main()
