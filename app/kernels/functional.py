@@ -1,0 +1,146 @@
+"""``conv_transpose3d``: a drop-in for ``torch.nn.functional.conv_transpose3d`` backed by Triton.
+
+Dispatch: CUDA tensors run the Triton kernels (forward and backward); CPU tensors run torch's operator, unless
+``TRITON_INTERPRET=1`` is set (then the Triton kernels run in the interpreter, which is how the CPU tests
+exercise them). fp32 inputs use TF32 tensor-core dots when ``torch.backends.cudnn.allow_tf32`` is on (torch's
+default for convolutions, relative error ~1e-3) and exact fp32 otherwise; ``precision=`` overrides.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch.amp import custom_bwd, custom_fwd
+from torch.autograd.function import once_differentiable
+
+from app.kernels import triton_kernels as kernels
+
+IntOrTriple = int | Sequence[int]
+PRECISIONS = ("tf32", "tf32x3", "ieee")
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def uses_triton(t: torch.Tensor) -> bool:
+    """Whether an op on tensor ``t`` runs this project's Triton kernels (else torch's operator)."""
+    return t.is_cuda or (t.device.type == "cpu" and kernels.interpreter_active())
+
+
+def backend_name(device: torch.device | str) -> str:
+    """Human-readable backend for the transposed convolutions on ``device`` (for start-up log lines)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "triton (CUDA)"
+    return "triton (interpreter)" if kernels.interpreter_active() else "torch (CPU)"
+
+
+def _triple(value: IntOrTriple) -> tuple[int, ...]:
+    return (int(value),) * 3 if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+@lru_cache(maxsize=1024)
+def _checked_output_shape(x_shape: tuple[int, ...], x_dtype: torch.dtype, w_shape: tuple[int, ...],
+                          w_dtype: torch.dtype, b_shape: tuple[int, ...] | None, b_dtype: torch.dtype | None,
+                          stride: tuple[int, ...], padding: tuple[int, ...], output_padding: tuple[int, ...],
+                          groups: int, dilation: tuple[int, ...]) -> tuple[int, ...]:
+    """Validate arguments the way torch does and return the output shape (batched, 5-D).
+
+    torch's own checks run on empty CPU tensors with batch 0 (cheap, same messages); the few it skips at
+    batch 0 (dtype agreement, dilation > 0, output_padding < stride or dilation) are checked here."""
+    if x_dtype not in _FLOAT_DTYPES:
+        raise RuntimeError(f"conv_transpose3d: unsupported input dtype {x_dtype}; expected one of {_FLOAT_DTYPES}")
+    if w_dtype != x_dtype or (b_dtype is not None and b_dtype != x_dtype):
+        raise RuntimeError(
+            f"Input type ({x_dtype}), weight type ({w_dtype}) and bias type ({b_dtype}) should be the same"
+        )
+    for name, value in (("stride", stride), ("padding", padding), ("output_padding", output_padding),
+                        ("dilation", dilation)):
+        if len(value) not in (1, 3):
+            raise RuntimeError(
+                f"expected {name} to be a single integer value or a list of 3 values to match the "
+                f"convolution dimensions, but got {name}={list(value)}"
+            )
+    dil = dilation * 3 if len(dilation) == 1 else dilation
+    if any(d <= 0 for d in dil):
+        raise RuntimeError(f"dilation should be greater than zero, but got dilation={list(dilation)}")
+    st = stride * 3 if len(stride) == 1 else stride
+    op = output_padding * 3 if len(output_padding) == 1 else output_padding
+    if any(o >= s and o >= d for o, s, d in zip(op, st, dil)):
+        raise RuntimeError(
+            f"output padding must be smaller than either stride or dilation, but got output_padding={list(op)}, "
+            f"stride={list(st)}, dilation={list(dil)}"
+        )
+    probe = torch.empty((0, *x_shape[1:]), dtype=x_dtype)
+    bias = None if b_shape is None else torch.empty(b_shape, dtype=b_dtype)
+    out = F.conv_transpose3d(probe, torch.empty(w_shape, dtype=w_dtype), bias, stride, padding, output_padding,
+                             groups, dilation)
+    return (x_shape[0], *out.shape[1:])
+
+
+class _ConvTranspose3dFunction(torch.autograd.Function):
+    """Forward and backward through the Triton kernels; saves x and weight for the backward pass."""
+
+    @staticmethod
+    @custom_fwd(device_type="cuda")
+    def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
+        ctx.save_for_backward(x, weight)
+        ctx.conv = (stride, padding, dilation, groups, precision)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return kernels.forward(x, weight, bias, out_shape, stride, padding, dilation, groups, precision)
+
+    @staticmethod
+    @once_differentiable
+    @custom_bwd(device_type="cuda")
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, precision = ctx.conv
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = kernels.grad_input(grad_y, weight, x, stride, padding, dilation, groups, precision)
+        if ctx.needs_input_grad[1]:
+            gw = kernels.grad_weight(x, grad_y, weight, stride, padding, dilation, groups, precision)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            gb = kernels.grad_bias(grad_y, ctx.bias_dtype)
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                     stride: IntOrTriple = 1, padding: IntOrTriple = 0, output_padding: IntOrTriple = 0,
+                     groups: int = 1, dilation: IntOrTriple = 1, *, precision: str | None = None) -> torch.Tensor:
+    """Same signature and result as ``torch.nn.functional.conv_transpose3d``.
+
+    input (N, C_in, D, H, W) or unbatched (C_in, D, H, W); weight (C_in, C_out/groups, kD, kH, kW);
+    bias (C_out,) or None -> (N, C_out, OD, OH, OW). ``precision`` ("tf32", "tf32x3" or "ieee") sets how fp32
+    dots run on CUDA; by default it follows ``torch.backends.cudnn.allow_tf32``."""
+    if not uses_triton(input):
+        return F.conv_transpose3d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    if precision is None:
+        precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if input.dim() not in (4, 5):
+        raise RuntimeError(
+            f"Expected 4D (unbatched) or 5D (batched) input to conv_transpose3d, but got input of size: "
+            f"{list(input.shape)}"
+        )
+    if input.dim() == 4:
+        out = conv_transpose3d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups,
+                               dilation, precision=precision)
+        return out.squeeze(0)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"Expected input ({input.device}) and {name} ({t.device}) to be on the same device")
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    out_shape = _checked_output_shape(
+        tuple(input.shape), input.dtype, tuple(weight.shape), weight.dtype,
+        None if bias is None else tuple(bias.shape), None if bias is None else bias.dtype,
+        _triple(stride), _triple(padding), _triple(output_padding), int(groups), _triple(dilation),
+    )
+    stride3, padding3, dilation3 = (tuple(v) * (3 // len(v)) for v in map(_triple, (stride, padding, dilation)))
+    return _ConvTranspose3dFunction.apply(input, weight, bias, out_shape, stride3, padding3, dilation3,
+                                          int(groups), precision)

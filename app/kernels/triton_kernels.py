@@ -1,0 +1,487 @@
+"""Triton kernels and launchers for 3D transposed convolution (forward, grad_input, grad_weight, grad_bias).
+
+Conventions (the same as ``torch.nn.functional.conv_transpose3d``):
+  x (N, C_in, D, H, W), weight (C_in, C_out/groups, kD, kH, kW), y (N, C_out, OD, OH, OW) with
+  OD = (D - 1)·sD − 2·pD + dD·(kD − 1) + opD + 1, and y[n, co, i·s − p + k·d] += x[n, ci, i] · w[ci, co, k].
+
+Forward, stride-phase (sub-pixel) decomposition: output index o = r + s·q with phase r ∈ [0, s). Tap k reaches
+phase r iff (r + p − k·d) ≡ 0 (mod s), and then reads input q + (r + p − k·d)/s: a constant offset per
+(phase, tap). One program computes a [BLOCK_M positions of one phase] × [BLOCK_N output channels] tile as an
+implicit GEMM over its own taps only (no dead taps, no division of a gathered index). For kernel == stride
+each phase has exactly one tap: a GEMM whose store scatters straight into the output.
+
+Every tensor is addressed through its strides, so NCDHW, channels_last_3d and non-contiguous views need no
+copy. Offsets are int32 unless a tensor spans 2^31 elements or more (then INDEX_64 switches to int64).
+Accumulation is fp32 (fp64 for fp64 inputs).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+Triple = tuple[int, int, int]
+_INT32_LIMIT = 2**31
+
+
+def interpreter_active() -> bool:
+    """True when Triton runs kernels on the CPU through its interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------------------
+@triton.jit
+def _mma(acc, a, b, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr,
+         UPCAST: tl.constexpr):
+    """acc += a @ b with fp32 accumulation (fp64 for fp64 operands, which tensor-core dots do not take).
+    UPCAST multiplies in fp32: Triton's interpreter multiplies bf16 tiles as raw integers otherwise."""
+    if IS_FP64:
+        acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    elif IS_FP32:
+        acc += tl.dot(a, b, input_precision=PRECISION)
+    elif UPCAST:
+        acc += tl.dot(a.to(tl.float32), b.to(tl.float32))
+    else:
+        acc += tl.dot(a, b)
+    return acc
+
+
+@triton.jit
+def _fwd_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    M, ID, IH, IW, OD, OH, OW, QD, QH, QW, C_IN_G, C_OUT_G,
+    sxn, sxc, sxd, sxh, sxw,
+    swi, swo, swd, swh, sww,
+    syn, syc, syd, syh, syw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DD: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """y tile = sum over the taps of one stride phase of x[positions + offset] @ w[tap]; grid (M tiles, groups ·
+    C_out/groups tiles, sD·sH·sW phases). M = N·QD·QH·QW counts the positions q of one phase."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_p = tl.program_id(2)
+    rw = pid_p % SW
+    rh = (pid_p // SW) % SH
+    rd = pid_p // (SW * SH)
+    n_tiles = tl.cdiv(C_OUT_G, BLOCK_N)
+    g = pid_n // n_tiles
+
+    if INDEX_64:
+        m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    qw = m % QW
+    t = m // QW
+    qh = t % QH
+    t = t // QH
+    qd = t % QD
+    n = t // QD
+    od = rd + SD * qd
+    oh = rh + SH * qh
+    ow = rw + SW * qw
+    row_ok = (m < M) & (od < OD) & (oh < OH) & (ow < OW)
+
+    co = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    co_ok = co < C_OUT_G
+    ci_base = g * C_IN_G
+    co_glob = g * C_OUT_G + co
+    k_range = tl.arange(0, BLOCK_K)
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    x_n = x_ptr + n * sxn
+    for kd in range(KD):
+        nd = rd + PD - kd * DD
+        if nd % SD == 0:
+            i_d = qd + nd // SD
+            ok_d = row_ok & (i_d >= 0) & (i_d < ID)
+            for kh in range(KH):
+                nh = rh + PH - kh * DH
+                if nh % SH == 0:
+                    i_h = qh + nh // SH
+                    ok_h = ok_d & (i_h >= 0) & (i_h < IH)
+                    for kw in range(KW):
+                        nw = rw + PW - kw * DW
+                        if nw % SW == 0:
+                            i_w = qw + nw // SW
+                            ok = ok_h & (i_w >= 0) & (i_w < IW)
+                            x_row = x_n + i_d * sxd + i_h * sxh + i_w * sxw
+                            w_tap = w_ptr + kd * swd + kh * swh + kw * sww
+                            for k0 in range(0, C_IN_G, BLOCK_K):
+                                ci = k0 + k_range
+                                ci_ok = ci < C_IN_G
+                                a = tl.load(x_row[:, None] + (ci_base + ci)[None, :] * sxc,
+                                            mask=ok[:, None] & ci_ok[None, :], other=0.0)
+                                b = tl.load(w_tap + (ci_base + ci)[:, None] * swi + co[None, :] * swo,
+                                            mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
+                                acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co_glob, mask=co_ok, other=0.0).to(acc.dtype)[None, :]
+    y_row = y_ptr + n * syn + od * syd + oh * syh + ow * syw
+    tl.store(y_row[:, None] + co_glob[None, :] * syc, acc.to(y_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & co_ok[None, :])
+
+
+@triton.jit
+def _bwd_input_kernel(
+    g_ptr, w_ptr, gx_ptr,
+    M, ID, IH, IW, OD, OH, OW, C_IN_G, C_OUT_G,
+    sgn, sgc, sgd, sgh, sgw,
+    swi, swo, swd, swh, sww,
+    sxn, sxc, sxd, sxh, sxw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DD: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """grad_x[n, ci, i] = sum_{co, k} grad_y[n, co, i·s − p + k·d] · w[ci, co, k]: a strided conv3d of grad_y.
+    Grid (tiles of M = N·D·H·W input positions, groups · C_in/groups tiles)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    n_tiles = tl.cdiv(C_IN_G, BLOCK_N)
+    g = pid_n // n_tiles
+
+    if INDEX_64:
+        m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    i_w = m % IW
+    t = m // IW
+    i_h = t % IH
+    t = t // IH
+    i_d = t % ID
+    n = t // ID
+    row_ok = m < M
+
+    ci = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci_ok = ci < C_IN_G
+    ci_glob = g * C_IN_G + ci
+    co_base = g * C_OUT_G
+    k_range = tl.arange(0, BLOCK_K)
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    g_n = g_ptr + n * sgn
+    for kd in range(KD):
+        o_d = i_d * SD - PD + kd * DD
+        ok_d = row_ok & (o_d >= 0) & (o_d < OD)
+        for kh in range(KH):
+            o_h = i_h * SH - PH + kh * DH
+            ok_h = ok_d & (o_h >= 0) & (o_h < OH)
+            for kw in range(KW):
+                o_w = i_w * SW - PW + kw * DW
+                ok = ok_h & (o_w >= 0) & (o_w < OW)
+                g_row = g_n + o_d * sgd + o_h * sgh + o_w * sgw
+                w_tap = w_ptr + kd * swd + kh * swh + kw * sww
+                for k0 in range(0, C_OUT_G, BLOCK_K):
+                    co = k0 + k_range
+                    co_ok = co < C_OUT_G
+                    a = tl.load(g_row[:, None] + (co_base + co)[None, :] * sgc,
+                                mask=ok[:, None] & co_ok[None, :], other=0.0)
+                    b = tl.load(w_tap + co[:, None] * swo + ci_glob[None, :] * swi,
+                                mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
+                    acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    x_row = gx_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
+    tl.store(x_row[:, None] + ci_glob[None, :] * sxc, acc.to(gx_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & ci_ok[None, :])
+
+
+@triton.jit
+def _bwd_weight_kernel(
+    x_ptr, g_ptr, part_ptr,
+    P, CHUNK, ID, IH, IW, OD, OH, OW, C_IN, C_IN_G, C_OUT_G,
+    sxn, sxc, sxd, sxh, sxw,
+    sgn, sgc, sgd, sgh, sgw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    DD: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Split-K partial of grad_w[ci, co, k] = sum_{n, i} x[n, ci, i] · grad_y[n, co, i·s − p + k·d].
+    Grid (groups · ci tiles · co tiles, kD·kH·kW taps, splits); split z sums input positions
+    [z·CHUNK, (z+1)·CHUNK) of P = N·D·H·W into part[z, tap, ci, co] (fp32; fp64 for fp64). Deterministic."""
+    pid_t = tl.program_id(0)
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    co_tiles = tl.cdiv(C_OUT_G, BLOCK_CO)
+    ci_tiles = tl.cdiv(C_IN_G, BLOCK_CI)
+    g = pid_t // (ci_tiles * co_tiles)
+    r = pid_t % (ci_tiles * co_tiles)
+    kw = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+
+    ci = (r // co_tiles) * BLOCK_CI + tl.arange(0, BLOCK_CI)
+    co = (r % co_tiles) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    ci_ok = ci < C_IN_G
+    co_ok = co < C_OUT_G
+    ci_glob = g * C_IN_G + ci
+    co_glob = g * C_OUT_G + co
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_CI, BLOCK_CO), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_CI, BLOCK_CO), dtype=tl.float32)
+    if INDEX_64:
+        start = split.to(tl.int64) * CHUNK
+    else:
+        start = split * CHUNK
+    for p0 in range(0, CHUNK, BLOCK_P):
+        p = start + p0 + tl.arange(0, BLOCK_P)
+        i_w = p % IW
+        t = p // IW
+        i_h = t % IH
+        t = t // IH
+        i_d = t % ID
+        n = t // ID
+        p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
+        o_d = i_d * SD - PD + kd * DD
+        o_h = i_h * SH - PH + kh * DH
+        o_w = i_w * SW - PW + kw * DW
+        o_ok = p_ok & (o_d >= 0) & (o_d < OD) & (o_h >= 0) & (o_h < OH) & (o_w >= 0) & (o_w < OW)
+        x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
+        g_row = g_ptr + n * sgn + o_d * sgd + o_h * sgh + o_w * sgw
+        a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & o_ok[None, :], other=0.0)
+        b = tl.load(g_row[:, None] + co_glob[None, :] * sgc, mask=o_ok[:, None] & co_ok[None, :], other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    if INDEX_64:
+        base = (split.to(tl.int64) * (KD * KH * KW) + tap) * C_IN * C_OUT_G
+    else:
+        base = (split * (KD * KH * KW) + tap) * C_IN * C_OUT_G
+    tl.store(part_ptr + base + ci_glob[:, None] * C_OUT_G + co[None, :], acc,
+             mask=ci_ok[:, None] & co_ok[None, :])
+
+
+@triton.jit
+def _bwd_bias_kernel(
+    g_ptr, part_ptr, P, CHUNK, C_OUT, OD, OH, OW,
+    sgn, sgc, sgd, sgh, sgw,
+    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Split partial of grad_b[c] = sum_{n, o} grad_y[n, c, o]; grid (C_out tiles, splits) -> part[z, c]."""
+    pid_c = tl.program_id(0)
+    split = tl.program_id(1)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C_OUT
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_C,), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    if INDEX_64:
+        start = split.to(tl.int64) * CHUNK
+    else:
+        start = split * CHUNK
+    for p0 in range(0, CHUNK, BLOCK_P):
+        p = start + p0 + tl.arange(0, BLOCK_P)
+        o_w = p % OW
+        t = p // OW
+        o_h = t % OH
+        t = t // OH
+        o_d = t % OD
+        n = t // OD
+        p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
+        row = g_ptr + n * sgn + o_d * sgd + o_h * sgh + o_w * sgw
+        v = tl.load(row[:, None] + c[None, :] * sgc, mask=p_ok[:, None] & c_ok[None, :], other=0.0)
+        acc += tl.sum(v.to(acc.dtype), axis=0)
+    tl.store(part_ptr + split * C_OUT + c, acc, mask=c_ok)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Launch configurations. Autotune keys: channels, kernel, stride, dilation, dtype (Triton adds the tensors'
+# dtypes to the key) — never spatial sizes, so a new volume size does not re-tune. Under the interpreter the
+# autotuner cannot benchmark, so one fixed configuration is launched there.
+# ----------------------------------------------------------------------------------------------------------
+_GEMM_KEY = ["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "DD", "DH", "DW", "INDEX_64"]
+_GEMM_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s in [
+        (64, 32, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3), (128, 64, 32, 4, 3),
+        (128, 128, 32, 8, 3), (64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (256, 64, 32, 8, 3),
+        (32, 32, 32, 2, 2),
+    ]
+]
+_WGRAD_CONFIGS = [
+    triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
+    for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 3), (128, 8, 3)]
+]
+_WGRAD_TILE = 64  # BLOCK_CI = BLOCK_CO: fixed so that the split count does not depend on the tuned config
+_INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
+_FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
+_BIAS_BLOCKS = {"BLOCK_P": 64, "BLOCK_C": 32}
+
+_fwd_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_fwd_kernel)
+_bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
+_bwd_weight_tuned = triton.autotune(
+    configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "INDEX_64"]
+)(_bwd_weight_kernel)
+
+
+def _launch(kernel, tuned, grid: Callable[[dict], tuple[int, ...]], args: Sequence, consts: dict,
+            fixed: dict | None) -> None:
+    """Launch ``tuned`` (autotuned) on a GPU, or ``kernel`` with the fixed block sizes ``fixed`` when the
+    interpreter is active or a fixed configuration is required (fp64)."""
+    if fixed is not None:
+        kernel[grid(fixed)](*args, **consts, **fixed)
+    else:
+        tuned[grid](*args, **consts)
+
+
+def _fixed_gemm_config(dtype: torch.dtype) -> dict | None:
+    if dtype == torch.float64:
+        return _FP64_GEMM
+    return _INTERPRETER_GEMM if interpreter_active() else None
+
+
+def _empty(shape: Sequence[int], *, device: torch.device, dtype: torch.dtype,
+           memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Allocation of every kernel output (tests replace it with a NaN-filled buffer to catch unwritten elements)."""
+    return torch.empty(shape, device=device, dtype=dtype, memory_format=memory_format)
+
+
+def _span(t: torch.Tensor) -> int:
+    """Number of elements between the first and the last addressed element, plus one."""
+    return 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
+
+
+def _needs_int64(*tensors: torch.Tensor) -> bool:
+    return any(_span(t) >= _INT32_LIMIT for t in tensors)
+
+
+def _dtype_flags(dtype: torch.dtype, precision: str) -> dict:
+    return {"IS_FP64": dtype == torch.float64, "IS_FP32": dtype == torch.float32, "PRECISION": precision,
+            "UPCAST": dtype == torch.bfloat16 and interpreter_active()}
+
+
+def _geometry(kernel: Triple, stride: Triple, padding: Triple, dilation: Triple) -> dict:
+    names = ("D", "H", "W")
+    consts = {}
+    for prefix, values in (("K", kernel), ("S", stride), ("P", padding), ("D", dilation)):
+        consts.update({f"{prefix}{axis}": int(v) for axis, v in zip(names, values)})
+    return consts
+
+
+def _split_count(positions: int, programs: int, device: torch.device) -> int:
+    """How many chunks a reduction over ``positions`` is split into so that ~4 waves of programs fill the GPU."""
+    if interpreter_active() or device.type != "cuda":
+        return max(1, min(2, triton.cdiv(positions, 64)))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    want = triton.cdiv(4 * sms, max(programs, 1))
+    return max(1, min(want, triton.cdiv(positions, 256), 128))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Launchers: validated, shaped arguments in, freshly allocated results out.
+# ----------------------------------------------------------------------------------------------------------
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
+            stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
+    """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W); y keeps x's memory format (channels_last_3d or not)."""
+    fmt = torch.channels_last_3d if _is_channels_last(x) else torch.contiguous_format
+    y = _empty(out_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
+    if y.numel() == 0:
+        return y
+    n, c_in = x.shape[:2]
+    c_out_g = weight.shape[1]
+    od, oh, ow = out_shape[2:]
+    qd, qh, qw = (triton.cdiv(o, s) for o, s in zip((od, oh, ow), stride))
+    m = n * qd * qh * qw
+    # (kD, kH, kW, C_in, C_out/g) storage: a [BLOCK_K, BLOCK_N] weight tile is contiguous along C_out.
+    w = weight.permute(2, 3, 4, 0, 1).contiguous().permute(3, 4, 0, 1, 2)
+    phases = stride[0] * stride[1] * stride[2]
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), groups * triton.cdiv(c_out_g, meta["BLOCK_N"]), phases)
+    args = (x, w, bias if bias is not None else w, y, m, *x.shape[2:], od, oh, ow, qd, qh, qw,
+            c_in // groups, c_out_g, *x.stride(), *w.stride(), *y.stride())
+    consts = {**_geometry(weight.shape[2:], stride, padding, dilation), "HAS_BIAS": bias is not None,
+              "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
+    _launch(_fwd_kernel, _fwd_tuned, grid, args, consts, _fixed_gemm_config(x.dtype))
+    return y
+
+
+def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_like: torch.Tensor, stride: Triple,
+               padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
+    """grad_x shaped and formatted like ``x_like``."""
+    fmt = torch.channels_last_3d if _is_channels_last(x_like) else torch.contiguous_format
+    gx = _empty(x_like.shape, device=grad_y.device, dtype=grad_y.dtype, memory_format=fmt)
+    if gx.numel() == 0:
+        return gx
+    n, c_in, d, h, w_ = x_like.shape
+    c_out_g = weight.shape[1]
+    m = n * d * h * w_
+    # (kD, kH, kW, C_out/g, C_in) storage: a [BLOCK_K, BLOCK_N] weight tile is contiguous along C_in.
+    w = weight.permute(2, 3, 4, 1, 0).contiguous().permute(4, 3, 0, 1, 2)
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), groups * triton.cdiv(c_in // groups, meta["BLOCK_N"]))
+    args = (grad_y, w, gx, m, d, h, w_, *grad_y.shape[2:], c_in // groups, c_out_g,
+            *grad_y.stride(), *w.stride(), *gx.stride())
+    consts = {**_geometry(weight.shape[2:], stride, padding, dilation), "INDEX_64": _needs_int64(grad_y, gx),
+              **_dtype_flags(grad_y.dtype, precision)}
+    _launch(_bwd_input_kernel, _bwd_input_tuned, grid, args, consts, _fixed_gemm_config(grad_y.dtype))
+    return gx
+
+
+def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.Tensor, stride: Triple, padding: Triple,
+                dilation: Triple, groups: int, precision: str) -> torch.Tensor:
+    """grad_w (C_in, C_out/g, kD, kH, kW) in weight's dtype, reduced in fp32 split-K partials (deterministic)."""
+    c_in, c_out_g, kd, kh, kw = weight.shape
+    n, _, d, h, w_ = x.shape
+    positions = n * d * h * w_
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    taps = kd * kh * kw
+    if positions == 0 or weight.numel() == 0:
+        return torch.zeros_like(weight)
+    if x.dtype == torch.float64 or interpreter_active():
+        tile, fixed = 16, {"BLOCK_P": 16 if x.dtype == torch.float64 else 64}
+    else:
+        tile, fixed = _WGRAD_TILE, None
+    tiles = groups * triton.cdiv(c_in // groups, tile) * triton.cdiv(c_out_g, tile)
+    splits = _split_count(positions, tiles * taps, x.device)
+    chunk = triton.cdiv(positions, splits)
+    part = _empty((splits, taps, c_in, c_out_g), device=x.device, dtype=acc_dtype)
+    grid = lambda meta: (tiles, taps, splits)
+    args = (x, grad_y, part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in // groups, c_out_g,
+            *x.stride(), *grad_y.stride())
+    consts = {**_geometry((kd, kh, kw), stride, padding, dilation),
+              "INDEX_64": _needs_int64(x, grad_y, part), **_dtype_flags(x.dtype, precision),
+              "BLOCK_CI": tile, "BLOCK_CO": tile}
+    _launch(_bwd_weight_kernel, _bwd_weight_tuned, grid, args, consts, fixed)
+    gw = part.sum(0) if splits > 1 else part[0]
+    return gw.view(kd, kh, kw, c_in, c_out_g).permute(3, 4, 0, 1, 2).to(weight.dtype).contiguous()
+
+
+def grad_bias(grad_y: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
+    """grad_b (C_out,) = grad_y summed over batch and space, reduced in fp32 split partials."""
+    n, c_out, od, oh, ow = grad_y.shape
+    positions = n * od * oh * ow
+    acc_dtype = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
+    if positions == 0:
+        return torch.zeros(c_out, device=grad_y.device, dtype=bias_dtype)
+    c_tiles = triton.cdiv(c_out, _BIAS_BLOCKS["BLOCK_C"])
+    splits = _split_count(positions, c_tiles, grad_y.device)
+    chunk = triton.cdiv(positions, splits)
+    part = _empty((splits, c_out), device=grad_y.device, dtype=acc_dtype)
+    _bwd_bias_kernel[(c_tiles, splits)](
+        grad_y, part, positions, chunk, c_out, od, oh, ow, *grad_y.stride(),
+        INDEX_64=_needs_int64(grad_y), IS_FP64=grad_y.dtype == torch.float64, **_BIAS_BLOCKS,
+    )
+    gb = part.sum(0) if splits > 1 else part[0]
+    return gb.to(bias_dtype)
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous()

@@ -1,0 +1,250 @@
+"""Triton ConvTranspose3d against a float64 torch reference, under the interpreter (CPU) or on a GPU."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import app.kernels.triton_kernels as triton_kernels
+from app.kernels import TritonConvTranspose3d, backend_name, conv_transpose3d
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Relative-norm error bounds: the interpreter computes fp32 exactly; on a GPU fp32 runs TF32 dots.
+BOUNDS = {torch.float64: 1e-10, torch.float32: 2e-3 if DEVICE == "cuda" else 1e-5,
+          torch.float16: 5e-3, torch.bfloat16: 2e-2}
+
+# (x shape, weight shape, kwargs, dtype, layout) — layout: contiguous | channels_last | sliced | weight_t
+CASES = [
+    ((1, 3, 4, 4, 4), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
+    ((2, 3, 3, 4, 5), (3, 5, 2, 2, 2), dict(stride=2, bias=False), torch.float32, "contiguous"),
+    ((1, 4, 3, 3, 3), (4, 3, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
+    ((2, 4, 3, 3, 3), (4, 3, 4, 4, 4), dict(stride=2, padding=1), torch.float32, "contiguous"),
+    ((1, 2, 3, 4, 2), (2, 3, 1, 2, 3), dict(stride=(1, 2, 3)), torch.float32, "contiguous"),
+    ((1, 3, 4, 3, 3), (3, 2, 3, 3, 3), dict(padding=(0, 1, 2)), torch.float32, "contiguous"),
+    ((1, 2, 4, 4, 4), (2, 3, 3, 3, 3), dict(dilation=2), torch.float32, "contiguous"),
+    ((1, 2, 3, 3, 4), (2, 2, 2, 2, 2), dict(stride=2, dilation=(1, 2, 3), output_padding=(1, 1, 2)),
+     torch.float32, "contiguous"),
+    ((2, 4, 3, 3, 3), (4, 3, 2, 2, 2), dict(stride=2, groups=2), torch.float32, "contiguous"),
+    ((1, 4, 3, 4, 3), (4, 1, 3, 3, 3), dict(stride=2, padding=1, groups=4), torch.float32, "contiguous"),
+    ((1, 2, 3, 3, 3), (2, 3, 3, 3, 3), dict(stride=3), torch.float32, "contiguous"),
+    ((1, 2, 3, 2, 3), (2, 3, 2, 2, 2), dict(stride=3, output_padding=2), torch.float32, "contiguous"),
+    ((2, 5, 3, 2, 4), (5, 3, 1, 1, 1), {}, torch.float32, "contiguous"),
+    ((1, 3, 2, 3, 2), (3, 2, 1, 1, 1), dict(stride=2, output_padding=1), torch.float32, "contiguous"),
+    ((1, 3, 4, 5, 3), (3, 2, 3, 3, 3), dict(padding=1), torch.float32, "contiguous"),
+    ((1, 2, 3, 3, 3), (2, 3, 3, 3, 3), dict(stride=2, padding=1, output_padding=(0, 1, 0)), torch.float32,
+     "contiguous"),
+    ((2, 2, 5, 7, 3), (2, 2, 2, 3, 2), dict(stride=(2, 1, 2)), torch.float32, "contiguous"),
+    ((2, 20, 2, 3, 2), (20, 18, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
+    ((1, 2, 3, 3, 3), (2, 2, 3, 3, 3), dict(stride=2, dilation=2, padding=1), torch.float32, "contiguous"),
+    ((1, 2, 3, 3, 3), (2, 2, 4, 4, 4), dict(stride=2, padding=2), torch.float32, "contiguous"),
+    ((1, 3, 4, 4, 4), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "sliced"),
+    ((2, 3, 3, 4, 3), (3, 4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32,
+     "channels_last"),
+    ((1, 3, 3, 3, 3), (3, 2, 2, 3, 2), dict(stride=(2, 3, 2)), torch.float32, "weight_t"),
+    ((3, 4, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),  # unbatched input
+    ((1, 4, 3, 3, 3), (4, 3, 2, 2, 2), dict(stride=2), torch.float16, "contiguous"),
+    ((2, 4, 3, 3, 3), (4, 3, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.bfloat16,
+     "contiguous"),
+    ((1, 2, 3, 3, 2), (2, 2, 3, 2, 3), dict(stride=(2, 1, 2), padding=(1, 0, 1)), torch.float64, "contiguous"),
+    ((2, 4, 3, 2, 3), (4, 1, 3, 2, 3), dict(stride=(2, 1, 2), padding=(1, 0, 2), dilation=(2, 1, 2), groups=2,
+                                            output_padding=(1, 0, 1)), torch.float32, "contiguous"),
+    ((1, 2, 3, 2, 3), (2, 2, 3, 1, 2), dict(stride=(1, 3, 2), padding=(1, 0, 0), output_padding=(0, 2, 1)),
+     torch.float32, "contiguous"),
+    ((1, 33, 2, 2, 2), (33, 17, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
+    ((2, 3, 1, 1, 1), (3, 2, 3, 3, 3), dict(stride=2), torch.float32, "contiguous"),
+    ((1, 6, 2, 3, 2), (6, 2, 2, 2, 2), dict(stride=2, groups=3, bias=False), torch.bfloat16, "channels_last"),
+]
+
+
+def _case_id(case) -> str:
+    xs, ws, kw, dtype, layout = case
+    args = ",".join(f"{k}={v}" for k, v in kw.items())
+    return f"x{list(xs)}-w{list(ws)}-{args}-{str(dtype)[6:]}-{layout}"
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    a = a.detach().cpu().double()
+    if not torch.isfinite(a).all():
+        return math.inf
+    return ((a - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+@pytest.fixture
+def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every buffer a launcher allocates starts as NaN, so an unwritten element fails the comparison."""
+    def nan_empty(shape, *, device, dtype, memory_format=torch.contiguous_format):
+        return torch.full(shape, math.nan, device=device, dtype=dtype).contiguous(memory_format=memory_format)
+
+    monkeypatch.setattr(triton_kernels, "_empty", nan_empty)
+
+
+def _make_inputs(case, generator: torch.Generator):
+    xs, ws, kw, dtype, layout = case
+    kw = dict(kw)
+    has_bias = kw.pop("bias", True)
+    groups = kw.get("groups", 1)
+    x = torch.randn(xs, generator=generator, dtype=torch.float64)
+    w = torch.randn(ws, generator=generator, dtype=torch.float64) / math.sqrt(ws[0] * math.prod(ws[2:]))
+    b = torch.randn(ws[1] * groups, generator=generator, dtype=torch.float64) if has_bias else None
+    return x, w, b, kw, dtype, layout
+
+
+def _to_device(x, w, b, dtype, layout):
+    x_d = x.to(DEVICE, dtype, copy=True)
+    w_d = w.to(DEVICE, dtype, copy=True)
+    if layout == "channels_last":
+        x_d = x_d.contiguous(memory_format=torch.channels_last_3d)
+    elif layout == "sliced":  # a non-contiguous view: every other element along W of a wider tensor
+        wide = torch.zeros((*x_d.shape[:-1], 2 * x_d.shape[-1]), device=DEVICE, dtype=dtype)
+        wide[..., ::2] = x_d
+        x_d = wide[..., ::2]
+    elif layout == "weight_t":  # weight stored with swapped spatial axes, presented as a transposed view
+        w_d = w_d.transpose(2, 4).contiguous().transpose(2, 4)
+    b_d = None if b is None else b.to(DEVICE, dtype, copy=True)
+    return [t if t is None else t.requires_grad_() for t in (x_d, w_d, b_d)]
+
+
+@pytest.mark.usefixtures("poisoned")
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_forward_and_gradients_match_float64_reference(case) -> None:
+    gen = torch.Generator().manual_seed(hash(_case_id(case)) % 2**31)
+    x, w, b, kw, dtype, layout = _make_inputs(case, gen)
+    x_d, w_d, b_d = _to_device(x, w, b, dtype, layout)
+    if layout == "sliced":
+        assert not x_d.is_contiguous()
+
+    y = conv_transpose3d(x_d, w_d, b_d, **kw)
+    refs = [t if t is None else t.clone().requires_grad_() for t in (x, w, b)]
+    y_ref = F.conv_transpose3d(refs[0], refs[1], refs[2], **kw)
+    assert y.shape == y_ref.shape and y.dtype == dtype
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    bound = BOUNDS[dtype]
+    assert _rel(y, y_ref) <= bound, f"forward error {_rel(y, y_ref):.2e}"
+
+    grad_y = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    y.backward(grad_y.to(DEVICE, dtype))
+    y_ref.backward(grad_y)
+    for name, got, ref in (("grad_input", x_d, refs[0]), ("grad_weight", w_d, refs[1]), ("grad_bias", b_d, refs[2])):
+        if ref is None:
+            continue
+        assert got.grad is not None and got.grad.shape == ref.shape, name
+        assert _rel(got.grad, ref.grad) <= bound, f"{name} error {_rel(got.grad, ref.grad):.2e}"
+
+
+@pytest.mark.parametrize("kw", [dict(stride=2), dict(stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0)),
+                                dict(stride=2, dilation=2, groups=2)])
+def test_gradcheck_float64(kw) -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn((1, 2, 2, 3, 2), generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_()
+    w = torch.randn((2, 1, 3, 2, 2), generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_()
+    b = torch.randn((kw.get("groups", 1),), generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, w, b: conv_transpose3d(x, w, b, **kw), (x, w, b), fast_mode=True)
+
+
+def test_empty_batch_returns_empty_tensor() -> None:
+    w = torch.randn(3, 2, 2, 2, 2, device=DEVICE)
+    y = conv_transpose3d(torch.randn(0, 3, 4, 4, 4, device=DEVICE), w, stride=2)
+    assert y.shape == (0, 2, 8, 8, 8)
+
+
+def test_int64_offsets_path_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int64 index path (taken for tensors spanning 2^31 elements) computes the same result."""
+    monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)
+    case = ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32,
+            "contiguous")
+    x, w, b, kw, dtype, layout = _make_inputs(case, torch.Generator().manual_seed(0))
+    x_d, w_d, b_d = _to_device(x, w, b, dtype, layout)
+    y = conv_transpose3d(x_d, w_d, b_d, **kw)
+    y.backward(torch.ones_like(y))
+    refs = [t.clone().requires_grad_() for t in (x, w, b)]
+    y_ref = F.conv_transpose3d(*refs, **kw)
+    y_ref.backward(torch.ones_like(y_ref))
+    assert _rel(y, y_ref) <= BOUNDS[dtype]
+    for got, ref in zip((x_d, w_d, b_d), refs):
+        assert _rel(got.grad, ref.grad) <= BOUNDS[dtype]
+
+
+INVALID = [
+    dict(stride=0), dict(padding=-1), dict(dilation=0), dict(stride=2, output_padding=2), dict(groups=3),
+    dict(stride=(1, 2)), dict(groups=0),
+]
+
+
+@pytest.mark.parametrize("kw", INVALID, ids=[str(k) for k in INVALID])
+def test_invalid_arguments_raise_torchs_error_type(kw) -> None:
+    x, w = torch.randn(1, 4, 3, 3, 3), torch.randn(4, 2, 2, 2, 2)
+    with pytest.raises(Exception) as expected:
+        F.conv_transpose3d(x, w, None, **kw)
+    with pytest.raises(expected.type) as got:
+        conv_transpose3d(x.to(DEVICE), w.to(DEVICE), None, **kw)
+    assert str(got.value)
+
+
+@pytest.mark.parametrize("x_shape,w_shape,b_shape,dtypes", [
+    ((1, 5, 3, 3, 3), (4, 2, 2, 2, 2), None, (torch.float32,) * 2),   # channel mismatch
+    ((1, 4, 3, 3, 3), (4, 2, 2, 2, 2), (3,), (torch.float32,) * 3),   # bias size
+    ((1, 4, 3, 3, 3), (4, 2, 2, 2, 2), None, (torch.float32, torch.float16)),  # dtype mismatch
+    ((4, 3, 3), (4, 2, 2, 2, 2), None, (torch.float32,) * 2),         # 3-D input
+])
+def test_invalid_tensors_raise_torchs_error_type(x_shape, w_shape, b_shape, dtypes) -> None:
+    x, w = torch.randn(x_shape, dtype=dtypes[0]), torch.randn(w_shape, dtype=dtypes[1])
+    b = None if b_shape is None else torch.randn(b_shape, dtype=dtypes[2])
+    with pytest.raises(Exception) as expected:
+        F.conv_transpose3d(x, w, b)
+    with pytest.raises(expected.type) as got:
+        conv_transpose3d(x.to(DEVICE), w.to(DEVICE), None if b is None else b.to(DEVICE))
+    assert str(got.value)
+
+
+def test_module_is_drop_in_for_nn_convtranspose3d() -> None:
+    kwargs = dict(stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0), groups=2, dilation=1)
+    torch.manual_seed(0)
+    ours = TritonConvTranspose3d(4, 6, (3, 2, 3), **kwargs).to(DEVICE)
+    ref = torch.nn.ConvTranspose3d(4, 6, (3, 2, 3), **kwargs).to(DEVICE)
+    ref.load_state_dict(ours.state_dict())  # ours -> torch
+    ours.load_state_dict(ref.state_dict())  # torch -> ours
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(2, 4, 3, 3, 3, device=DEVICE)
+    assert _rel(ours(x), ref(x).double().cpu()) <= BOUNDS[torch.float32]
+    out = ours(x, output_size=[5, 4, 6])  # output_size picks output_padding, as in torch
+    assert out.shape == ref(x, output_size=[5, 4, 6]).shape == (2, 6, 5, 4, 6)
+
+
+def test_training_step_and_autocast_match_torch_module() -> None:
+    """Inside nn.Module.backward of a training step, and under autocast (bf16 compute, fp32 parameters)."""
+    torch.manual_seed(1)
+    ours = TritonConvTranspose3d(3, 2, 2, stride=2).to(DEVICE)
+    ref = torch.nn.ConvTranspose3d(3, 2, 2, stride=2).to(DEVICE)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 3, 3, 3, device=DEVICE)
+    target = torch.randn(2, 2, 6, 6, 6, device=DEVICE)
+    for module in (ours, ref):
+        F.mse_loss(module(x), target).backward()
+    for p_ours, p_ref in zip(ours.parameters(), ref.parameters()):
+        assert _rel(p_ours.grad, p_ref.grad.double().cpu()) <= BOUNDS[torch.float32]
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        y = ours(x)
+        loss = F.mse_loss(y.float(), target)
+    loss.backward()
+    assert y.dtype == torch.bfloat16
+    assert ours.weight.grad.dtype == torch.float32 and torch.isfinite(ours.weight.grad).all()
+
+
+def test_cpu_dispatch_uses_torch_without_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    if DEVICE == "cuda":
+        pytest.skip("CPU dispatch only")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("Triton kernel launched")
+
+    monkeypatch.setattr(triton_kernels, "forward", fail)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    x, w = torch.randn(1, 2, 3, 3, 3), torch.randn(2, 2, 2, 2, 2)
+    torch.testing.assert_close(conv_transpose3d(x, w, stride=2), F.conv_transpose3d(x, w, stride=2))
+    assert backend_name("cpu") == "torch (CPU)"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(AssertionError, match="Triton kernel launched"):
+        conv_transpose3d(x, w, stride=2)
