@@ -48,7 +48,7 @@ def smooth_volume(shape, seed: int = 0) -> np.ndarray:
     vol = np.zeros(shape)
     for _ in range(4):
         centre = rng.uniform(-0.5, 0.5, 3)
-        width = rng.uniform(0.3, 0.7)
+        width = rng.uniform(0.6, 1.0)
         vol += rng.uniform(200, 500) * np.exp(-sum((g - c) ** 2 for g, c in zip(grids, centre)) / width**2)
     return vol.astype(np.float32)
 
