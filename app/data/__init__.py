@@ -1,0 +1,1 @@
+"""Data: demo/user lists, MONAI transform chains, HR -> LR degradation, contrast synthesis, DataModule."""

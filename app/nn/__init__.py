@@ -1,0 +1,1 @@
+"""Networks: the SR U-Net, its LightningModule and the checkpoint loader."""

@@ -1,0 +1,237 @@
+"""Data: intensity scaling, HR -> LR degradation on the centred grid, lists and splits, demo data, DataModule."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from app.data.datamodule import SRDataModule, check_patch_geometry
+from app.data.degradation import profile_kernel, simulate_lr
+from app.data.intensity import percentile_scale, percentile_unscale
+from app.data.sources import load_split_items
+from app.data.transforms import ScaleIntensityFromLRd
+from tests.nifti_factory import permuted_affine, write_nifti
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+INTENSITY = {"lower_percentile": 1.0, "upper_percentile": 99.0}
+NOMINAL = {"profile": "box", "noise_std": 0.0, "kspace_fraction": None, "train": None}
+
+
+def ramp(shape, coef=(1.0, -2.0, 0.5), offset=3.0) -> torch.Tensor:
+    """Linear function of the voxel indices, float64 (X, Y, Z)."""
+    grids = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in shape), indexing="ij")
+    return offset + sum(c * g for c, g in zip(coef, grids))
+
+
+# ---- intensity -------------------------------------------------------------------------------------------
+def test_percentile_scale_maps_percentiles_and_inverts():
+    g = torch.Generator().manual_seed(0)
+    vol = torch.randn(3, 20, 30, generator=g) * 50 + 200
+    scaled, lo, hi = percentile_scale(vol, 2.0, 98.0)
+    np.testing.assert_allclose([lo, hi], np.percentile(vol.numpy(), [2.0, 98.0]), rtol=1e-5)
+    np.testing.assert_allclose(np.percentile(scaled.numpy(), [2.0, 98.0]), [0.0, 1.0], atol=1e-5)
+    torch.testing.assert_close(percentile_unscale(scaled, lo, hi), vol, rtol=1e-5, atol=1e-3)
+
+
+def test_percentile_scale_constant_image_has_no_nan():
+    scaled, lo, hi = percentile_scale(torch.full((4, 4, 4), 7.0), 0.5, 99.5)
+    assert lo == hi == 7.0 and torch.isfinite(scaled).all()
+    assert torch.equal(percentile_unscale(scaled, lo, hi), torch.full((4, 4, 4), 7.0))
+
+
+@pytest.mark.parametrize("bounds", [(50.0, 50.0), (-1.0, 99.0), (1.0, 101.0)])
+def test_percentile_scale_rejects_bad_percentiles(bounds):
+    with pytest.raises(ValueError, match="percentile"):
+        percentile_scale(torch.rand(5), *bounds)
+
+
+# ---- degradation -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [(2, 2, 2), (1, 1, 4), (3, 1, 2)])
+def test_box_lr_of_ramp_is_block_means_on_centred_grid(scale):
+    hr = ramp((12, 8, 8))
+    lr = simulate_lr(hr, scale, profile="box")
+    sx, sy, sz = scale
+    blocks = hr.reshape(12 // sx, sx, 8 // sy, sy, 8 // sz, sz).mean(dim=(1, 3, 5))
+    torch.testing.assert_close(lr, blocks)
+    # a linear ramp's block mean is its value at the block centre s*i + (s-1)/2
+    centres = [torch.arange(n // s, dtype=torch.float64) * s + (s - 1) / 2 for n, s in zip(hr.shape, scale)]
+    gx, gy, gz = torch.meshgrid(*centres, indexing="ij")
+    torch.testing.assert_close(lr, 3.0 + gx - 2.0 * gy + 0.5 * gz)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_gaussian_profile_is_centred_and_normalised(factor):
+    weights, margin = profile_kernel(factor, "gaussian")
+    assert weights.sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(weights, weights.flip(0))  # symmetric about the block centre
+    half_max = weights.max() / 2  # FWHM == factor: taps within +-factor/2 of the centre exceed half max
+    offsets = torch.arange(weights.numel()) - margin - (factor - 1) / 2
+    assert torch.equal(weights > half_max, offsets.abs() < factor / 2)
+    hr = ramp((4 * factor + 2 * 4 * factor, 6, 5), coef=(1.0, 0.0, 0.0), offset=0.0)
+    lr = simulate_lr(hr, (factor, 1, 1), profile="gaussian")
+    inner = slice(4, lr.shape[0] - 4)  # away from the replicate padding
+    expected = torch.arange(lr.shape[0], dtype=torch.float64)[inner] * factor + (factor - 1) / 2
+    torch.testing.assert_close(lr[inner, 0, 0], expected)
+
+
+def test_simulate_lr_shapes_noise_and_validation():
+    hr = torch.rand(2, 1, 8, 8, 16, generator=torch.Generator().manual_seed(1))
+    assert simulate_lr(hr, (1, 1, 4)).shape == (2, 1, 8, 8, 4)
+    assert simulate_lr(hr, (2, 2, 2), kspace_fraction=0.5).shape == (2, 1, 4, 4, 8)
+    noisy = [simulate_lr(hr, (2, 2, 2), noise_std=0.1, generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
+    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], noisy[2])
+    assert torch.equal(simulate_lr(hr, (2, 2, 2)), simulate_lr(hr, (2, 2, 2)))
+    with pytest.raises(ValueError, match="divisible"):
+        simulate_lr(hr, (3, 1, 1))
+    with pytest.raises(ValueError, match="profile"):
+        simulate_lr(hr, (2, 2, 2), profile="sinc")
+
+
+def test_kspace_truncation_keeps_mean_and_removes_high_frequencies():
+    hr = torch.rand(16, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    full = simulate_lr(hr, (2, 2, 2), profile="box")
+    cut = simulate_lr(hr, (2, 2, 2), profile="box", kspace_fraction=0.5)
+    torch.testing.assert_close(simulate_lr(hr, (2, 2, 2), profile="box", kspace_fraction=1.0), full)
+    assert cut.mean().item() == pytest.approx(full.mean().item())
+    spectrum = torch.fft.fftshift(torch.fft.fftn(cut)).abs()
+    assert spectrum[0].max() < 1e-9 and spectrum[:, :, 0].max() < 1e-9  # Nyquist planes removed
+    assert (cut - full).abs().max() > 1e-3
+
+
+# ---- lists and splits ------------------------------------------------------------------------------------
+def _volumes(folder: Path, n: int, shape=(8, 8, 8)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_nifti(folder / f"sub{i:02d}.nii.gz", np.full(shape, i, np.float32)) for i in range(n)]
+
+
+def test_folder_split_is_deterministic_disjoint_and_complete(tmp_path):
+    _volumes(tmp_path / "vols", 10)
+    a = load_split_items(root=str(tmp_path / "vols"), val_fraction=0.2, test_fraction=0.1, seed=3)
+    b = load_split_items(root=str(tmp_path / "vols" / "*.nii.gz"), val_fraction=0.2, test_fraction=0.1, seed=3)
+    assert a == b and [len(a[s]) for s in ("train", "val", "test")] == [7, 2, 1]
+    names = [it["image"] for s in a.values() for it in s]
+    assert len(set(names)) == 10
+    c = load_split_items(root=str(tmp_path / "vols"), val_fraction=0.2, test_fraction=0.1, seed=4)
+    assert c != a
+
+
+def test_csv_and_json_lists(tmp_path):
+    paths = _volumes(tmp_path, 3)
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("image,split\n" + "".join(f"{p.name},{s}\n" for p, s in zip(paths, ["train", "val", "test"])))
+    splits = load_split_items(list_file=str(csv_file))
+    assert [Path(splits[s][0]["image"]).name for s in ("train", "val", "test")] == [p.name for p in paths]
+    json_file = tmp_path / "list.json"
+    json_file.write_text(json.dumps([{"image": p.name} for p in paths]))
+    assert sum(len(v) for v in load_split_items(list_file=str(json_file)).values()) == 3
+    (tmp_path / "bad.json").write_text(json.dumps({"train": [paths[0].name], "holdout": []}))
+    with pytest.raises(ValueError, match="manifest"):
+        load_split_items(list_file=str(tmp_path / "bad.json"))
+
+
+def test_list_errors_are_clear(tmp_path):
+    _volumes(tmp_path / "one", 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        load_split_items(root=str(tmp_path / "one"))
+    with pytest.raises(FileNotFoundError, match="no files"):
+        load_split_items(root=str(tmp_path / "empty"))
+    (tmp_path / "m.json").write_text(json.dumps({"train": ["gone.nii.gz"], "val": ["gone.nii.gz"]}))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_split_items(list_file=str(tmp_path / "m.json"))
+
+
+def test_patch_geometry_check():
+    check_patch_geometry([32, 32, 32], [1, 1, 4], [4, 4, 2])
+    with pytest.raises(ValueError, match="multiple of 16"):
+        check_patch_geometry([32, 32, 24], [1, 1, 4], [4, 4, 4])
+
+
+# ---- demo data -------------------------------------------------------------------------------------------
+def test_demo_manifest_regions_are_disjoint_and_geometry_matches_template():
+    nilearn = pytest.importorskip("nilearn.datasets")
+    splits = json.loads((DEMO / "splits.json").read_text())
+    assert set(splits) == {"train", "val", "test"} and (DEMO / "LICENSE.txt").read_text().count("Louis Collins") == 1
+    template = nib.load(Path(nilearn.__file__).parent / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
+    full = np.asarray(template.dataobj)
+    y_ranges = []
+    for split, entries in splits.items():
+        for entry in entries:
+            assert set(entry) == {"image", "gm", "wm", "csf"}
+            img = nib.load(DEMO / entry["image"])
+            # voxel (0,0,0) of the crop sits at this template voxel; the data must be the template's there
+            start = np.round(np.linalg.inv(template.affine) @ img.affine @ [0, 0, 0, 1])[:3].astype(int)
+            box = tuple(slice(a, a + n) for a, n in zip(start, img.shape))
+            assert np.array_equal(np.asarray(img.dataobj), full[box]), split
+            assert np.allclose(img.affine[:3, :3], template.affine[:3, :3])
+            world_y = [(img.affine @ [0, j, 0, 1])[1] for j in (0, img.shape[1] - 1)]
+            y_ranges.append(sorted(world_y))
+            for key in ("gm", "wm", "csf"):
+                prob = nib.load(DEMO / entry[key])
+                assert prob.shape == img.shape and np.allclose(prob.affine, img.affine)
+                data = prob.get_fdata()
+                assert 0.0 <= data.min() and data.max() <= 1.0 + 1e-6
+    y_ranges.sort()
+    assert all(prev[1] < nxt[0] for prev, nxt in zip(y_ranges, y_ranges[1:])), y_ranges  # no shared voxels
+    assert sum(p.stat().st_size for p in DEMO.iterdir()) < 8e6
+
+
+# ---- DataModule ------------------------------------------------------------------------------------------
+def _datamodule(list_file: Path, **kw) -> SRDataModule:
+    args = dict(scale=[2, 2, 2], patch_size=[8, 8, 8], intensity=INTENSITY, degradation=NOMINAL, list_file=str(list_file),
+                batch_size=4, samples_per_volume=2, patches_per_epoch=8, val_patches=3, num_workers=0, cache="none")
+    args.update(kw)
+    return SRDataModule(**args)
+
+
+def test_datamodule_batches_in_ras_with_aligned_lr(tmp_path):
+    ras = np.random.default_rng(0).random((16, 10, 24)).astype(np.float32) * 100  # axes R, A, S
+    # the same image stored with voxel axes (P, S, L): disk[i, j, k] = ras[K-1-k, I-1-i, j]
+    disk = np.flip(np.transpose(ras, (1, 2, 0)), axis=(0, 2))
+    write_nifti(tmp_path / "psl.nii.gz", np.ascontiguousarray(disk), permuted_affine((1.0, 1.0, 1.0)))
+    write_nifti(tmp_path / "ras.nii.gz", ras)
+    (tmp_path / "list.json").write_text(json.dumps({"train": ["psl.nii.gz", "ras.nii.gz"],
+                                                    "val": ["ras.nii.gz", "psl.nii.gz"]}))
+    dm = _datamodule(tmp_path / "list.json")
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["hr"].shape == (4, 1, 8, 8, 8) and batch["lr"].shape == (4, 1, 4, 4, 4)
+    from_ras, from_psl = list(dm.val_dataloader())
+    assert from_ras["hr"].shape == (3, 1, 8, 8, 8)
+    torch.testing.assert_close(from_psl["hr"], from_ras["hr"])  # reoriented to RAS before patching
+    torch.testing.assert_close(from_ras["lr"], simulate_lr(from_ras["hr"], (2, 2, 2), profile="box"))
+
+
+def test_intensity_scaling_is_measured_on_the_simulated_lr():
+    hr = torch.rand(1, 12, 12, 13, generator=torch.Generator().manual_seed(3)) * 300 + 20
+    out = ScaleIntensityFromLRd("image", [2, 2, 1], "box", **INTENSITY)({"image": hr})["image"]
+    lr = simulate_lr(out[..., :12, :12, :], [2, 2, 1], profile="box")
+    _, lo, hi = percentile_scale(lr, INTENSITY["lower_percentile"], INTENSITY["upper_percentile"])
+    assert lo == pytest.approx(0.0, abs=1e-5) and hi == pytest.approx(1.0, abs=1e-5)
+    assert out.shape == hr.shape
+
+
+def test_datamodule_contrast_synthesis_changes_intensities(tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.random((16, 16, 16)).astype(np.float32) * 100
+    gm = rng.random((16, 16, 16)).astype(np.float32) * 0.5
+    write_nifti(tmp_path / "t1.nii.gz", image)
+    write_nifti(tmp_path / "gm.nii.gz", gm)
+    write_nifti(tmp_path / "wm.nii.gz", 0.5 - gm)
+    entry = {"image": "t1.nii.gz", "gm": "gm.nii.gz", "wm": "wm.nii.gz"}
+    (tmp_path / "list.json").write_text(json.dumps({"train": [entry], "val": [entry]}))
+    batches = {}
+    for enabled in (False, True):
+        dm = _datamodule(tmp_path / "list.json", synth={"enabled": enabled, "noise_std": [0.0, 0.0]})
+        dm.setup()
+        batches[enabled] = next(iter(dm.train_dataloader()))
+        assert set(batches[enabled]) == {"hr", "lr"}
+    assert batches[True]["hr"].shape == batches[False]["hr"].shape
+    assert not torch.allclose(batches[True]["hr"], batches[False]["hr"], atol=1e-2)
+    (tmp_path / "plain.json").write_text(json.dumps({"train": ["t1.nii.gz"], "val": ["t1.nii.gz"]}))
+    with pytest.raises(ValueError, match="tissue maps"):
+        _datamodule(tmp_path / "plain.json", synth={"enabled": True}).setup()
