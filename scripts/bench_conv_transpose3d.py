@@ -25,7 +25,6 @@ CPU:  python scripts/bench_conv_transpose3d.py --smoke --out /tmp/bench.json  (i
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import contextlib
 import datetime
 import importlib.util
@@ -60,7 +59,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BOUNDS = {"fp32": 2e-3, "bf16": 2e-2}
 EXACT_PRECISIONS = tuple(p for p in getattr(ops, "PRECISIONS", ()) if p != "tf32")
 LAYOUTS = ("ncdhw", "channels_last")
-WARMUP_MS, REP_MS = 10, 50
+WARMUP_MS, REP_MS = 10, 60
 SEED = 20261127
 
 
@@ -228,13 +227,14 @@ def reference(prob: Problem) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------
 # Precompilation (workers) and measurement (this process)
 # --------------------------------------------------------------------------------------------------------
-def precompile(shape: Shape, dtype_name: str, device_name: str) -> float:
-    """Run every callable once under each autotune configuration index, so that the Triton disk cache holds every
-    binary the measuring process's autotuning will ask for. Returns seconds spent."""
-    start = time.perf_counter()
+def precompile(unit: tuple[Shape, str, str]) -> None:
+    """Run every callable of (shape, dtype name, device name) once under each autotune configuration index, so
+    that the Triton disk cache holds every binary the measuring process's autotuning will ask for."""
+    shape, dtype_name, device_name = unit
     device = torch.device(device_name)
     prob = Problem(shape, DTYPES[dtype_name], device)
-    count = max((len(t.configs) for t in _autotuners()), default=1)
+    # under the interpreter nothing is compiled or tuned: one pass only exercises this path
+    count = 1 if interpreter() else max((len(t.configs) for t in _autotuners()), default=1)
     for index in range(count):
         with pinned_configs(index):
             for layout in LAYOUTS:
@@ -244,8 +244,8 @@ def precompile(shape: Shape, dtype_name: str, device_name: str) -> float:
                     for precision in EXACT_PRECISIONS:
                         prob.fn("ours", "fwd", layout, precision)()
             prob.fn("seed", "fwd", "ncdhw")()
-    torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(shape: Shape, dtype_name: str, device: torch.device, bandwidth: float) -> dict:
@@ -384,6 +384,8 @@ def markdown(report: dict) -> str:
             f"{_f(s['cudnn_over_ours_fwd']['issue6_a_d'], '.2f')} | {_f(s['cudnn_over_ours_fwdbwd']['all'], '.2f')}"
             f" / {_f(s['cudnn_over_ours_fwdbwd']['issue6_a_d'], '.2f')} | {_f(sd['geomean'], '.2f')}, "
             f"{_f(sd['min'], '.2f')}, {sd['shapes']} | {len(s['seed_wrong_on'])} shapes |")
+    if report["skipped_for_time_budget"]:
+        lines += ["", "Not measured (time budget): " + ", ".join(report["skipped_for_time_budget"])]
     exact_rows = [r for r in report["rows"] if "exact_fp32" in r]
     if exact_rows:
         names = list(exact_rows[0]["exact_fp32"]["ours_ms"])
@@ -408,6 +410,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None,
                    help="processes that precompile the Triton kernels first (default: CPU count, at most 16, on "
                         "CUDA; 0 in smoke mode)")
+    p.add_argument("--budget-s", type=float, default=225.0,
+                   help="no new shape is started after this many seconds; skipped ones are listed (default 225)")
+    p.add_argument("--precompile-budget-s", type=float, default=90.0,
+                   help="the precompile phase stops after this many seconds (default 90)")
     return p.parse_args()
 
 
@@ -427,17 +433,24 @@ def main() -> int:
     print(f"{env['device']} | torch {env['torch']} | Triton {env['triton']} | cuDNN {env['cudnn']} | "
           f"backend {env['backend']}", flush=True)
     units = [(shape, dt) for shape in shapes(args.smoke) for dt in DTYPES]
-    if workers > 0 and device.type == "cuda":
+    if workers > 0:
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            secs = list(pool.map(precompile, *zip(*units), [device.type] * len(units)))
-        print(f"precompiled {len(units)} shape/dtype units in {time.perf_counter() - start:.0f} s "
-              f"({sum(secs):.0f} worker-s)", flush=True)
+        with ctx.Pool(workers) as pool:
+            pending = pool.imap_unordered(precompile, [(shape, dt, device.type) for shape, dt in units])
+            try:
+                for _ in units:
+                    pending.next(timeout=max(0.0, start + args.precompile_budget_s - time.perf_counter()))
+            except mp.TimeoutError:
+                pool.terminate()  # what is left compiles lazily while measuring
+        print(f"precompile phase {time.perf_counter() - start:.0f} s", flush=True)
     t_measure = time.perf_counter()
     bandwidth = copy_bandwidth(device)
     print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
-    rows = []
+    rows, skipped = [], []
     for shape, dt in units:
+        if time.perf_counter() > start + args.budget_s:
+            skipped.append(f"{shape.name} {dt}")
+            continue
         row = measure(shape, dt, device, bandwidth)
         rows.append(row)
         t = row["best_ms"]
@@ -461,6 +474,7 @@ def main() -> int:
         },
         "copy_bandwidth_gbs": bandwidth / 1e9,
         "rows": rows,
+        "skipped_for_time_budget": skipped,
         "summary": summarize(rows),
         "elapsed_s": {"total": round(time.perf_counter() - start, 1),
                       "precompile": round(t_measure - start, 1),
@@ -470,8 +484,9 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
-    print(f"-> {args.out} (+ .md), {report['elapsed_s']['total']:.0f} s")
-    return 0
+    print(f"-> {args.out} (+ .md), {report['elapsed_s']['total']:.0f} s"
+          + (f"; SKIPPED (time budget): {skipped}" if skipped else ""))
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Exit status: 0 when every check passes, 1 on any failure, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import contextlib
 import datetime
 import json
@@ -40,7 +39,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -379,8 +378,9 @@ def check_variant(case: Case, variant: str, vals: dict[str, torch.Tensor], ref: 
     return result
 
 
-def run_task(cases: list[Case], device_name: str) -> list[dict]:
-    """Every variant of every case in ``cases`` (a unit of work for one process)."""
+def run_job(job: tuple[int, list[Case], str]) -> tuple[int, list[dict]]:
+    """(index, cases, device name) -> (index, results): every variant of every case of one unit of work."""
+    index, cases, device_name = job
     device = torch.device(device_name)
     results = []
     for case in cases:
@@ -395,7 +395,14 @@ def run_task(cases: list[Case], device_name: str) -> list[dict]:
                 refs[dtype] = (vals, reference(case, vals, ref_device))
             results.append(check_variant(case, variant, *refs[dtype], device))
         del refs
-    return results
+    return index, results
+
+
+def not_run(case: Case, variant: str) -> dict:
+    """The failed result of a run that the time budget left out."""
+    return {"case": case.name, "kind": case.kind, "variant": variant, "desc": case.describe(),
+            "bound": variant_spec(variant)[2], "errors": {}, "phase_errors": {}, "ok": False, "seconds": 0.0,
+            "problems": ["not run: time budget (--budget-s) exceeded"], "warnings": []}
 
 
 def _init_worker(threads: int) -> None:
@@ -610,6 +617,8 @@ def parse_args() -> argparse.Namespace:
                    help="worker processes for the random and decoder cases (default: CPU count, at most 16, on "
                         "CUDA; 0 in smoke mode = run in this process)")
     p.add_argument("--no-large", action="store_true", help="skip the > 2^31-element case")
+    p.add_argument("--budget-s", type=float, default=285.0,
+                   help="wall-clock budget; cases not finished by then count as failures (default 285)")
     return p.parse_args()
 
 
@@ -631,24 +640,36 @@ def main() -> int:
     cases = random_cases(n_random, args.seed, geometries, args.smoke)
     dec = decoder_tasks(args.smoke, args.seed)
     tasks = dec + [[c] for c in cases]  # heaviest first
+    deadline = start + args.budget_s
     results: list[dict] = []
+    done: set[int] = set()
+
+    def collect(index: int, task_results: list[dict]) -> None:
+        done.add(index)
+        for res in task_results:
+            results.append(res)
+            print(f"[{time.perf_counter() - start:6.1f}s] {_line(res)}", flush=True)
+
+    jobs = [(i, t, device.type) for i, t in enumerate(tasks)]
     if workers > 0:
         ctx = mp.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(threads,)) as pool:
-            futures = [pool.submit(run_task, t, device.type) for t in tasks]
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(threads,)) as pool:
+            pending = pool.imap_unordered(run_job, jobs)
             large = [] if args.no_large else large_case(device, args.smoke, args.seed)
-            for fut in cf.as_completed(futures):
-                for res in fut.result():
-                    results.append(res)
-                    print(_line(res), flush=True)
+            try:
+                for _ in jobs:
+                    collect(*pending.next(timeout=max(0.0, deadline - time.perf_counter())))
+            except mp.TimeoutError:
+                pool.terminate()
     else:
-        for t in tasks:
-            for res in run_task(t, device.type):
-                results.append(res)
-                print(_line(res), flush=True)
+        for job in jobs:
+            if time.perf_counter() > deadline:
+                break
+            collect(*run_job(job))
         large = [] if args.no_large else large_case(device, args.smoke, args.seed)
+    results += [not_run(case, variant) for i, t in enumerate(tasks) if i not in done for case in t
+                for variant in case.variants]
     order = {t[0].name: i for i, t in enumerate(tasks)}
     results.sort(key=lambda r: (order.get(r["case"].removesuffix("-cl"), 0), r["case"], r["variant"]))
 

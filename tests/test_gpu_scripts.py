@@ -1,0 +1,69 @@
+"""The GPU scripts (correctness check and benchmark) run end to end in ``--smoke`` mode under the Triton
+interpreter and write reports with the keys the GPU runs are read by. Both run at once, in subprocesses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = {"check": "scripts/check_kernel_gpu.py", "bench": "scripts/bench_conv_transpose3d.py"}
+TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.Popen, Path]]:
+    """Start both scripts with ``--smoke`` in parallel; each test waits for its own."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    runs = {}
+    for name, script in SCRIPTS.items():
+        out = tmp_path_factory.mktemp(name) / f"{name}.json"
+        extra = ["--workers", "1"]  # also exercises the worker-pool path
+        proc = subprocess.Popen([sys.executable, script, "--smoke", "--out", str(out), *extra], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        runs[name] = (proc, out)
+    yield runs
+    for proc, _ in runs.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _finish(run: tuple[subprocess.Popen, Path]) -> tuple[int, str, dict]:
+    proc, out = run
+    log, _ = proc.communicate(timeout=TIMEOUT_S)
+    report = json.loads(out.read_text()) if out.exists() else {}
+    return proc.returncode, log, report
+
+
+def test_check_kernel_gpu_smoke(smoke_runs: dict) -> None:
+    code, log, report = _finish(smoke_runs["check"])
+    assert code == 0, f"check failed:\n{log[-3000:]}\nfailures: {report.get('failures')}"
+    for key in ("device", "torch", "triton", "cudnn", "summary", "counts", "failures", "passed", "large",
+                "coverage", "results"):
+        assert key in report
+    assert report["passed"] and report["failures"] == []
+    assert {"fp32", "bf16", "fp16"} <= set(report["summary"])
+    for s in report["summary"].values():
+        assert s["runs"] > 0 and {"forward"} <= set(s["max_error"])
+    assert report["counts"]["random"] > 0 and report["counts"]["decoder"] > 0 and report["counts"]["large"] == 2
+    assert Path(smoke_runs["check"][1]).with_suffix(".md").read_text().startswith("# ConvTranspose3d")
+
+
+def test_bench_conv_transpose3d_smoke(smoke_runs: dict) -> None:
+    code, log, report = _finish(smoke_runs["bench"])
+    assert code == 0, f"bench failed:\n{log[-3000:]}"
+    for key in ("device", "torch", "triton", "cudnn", "date", "copy_bandwidth_gbs", "rows", "summary", "settings"):
+        assert key in report
+    assert {r["dtype"] for r in report["rows"]} == {"fp32", "bf16"}
+    row = report["rows"][0]
+    for key in ("times_ms", "best_ms", "ratio_cudnn_over_ours", "floor_ms", "pct_of_floor", "errors_fwd",
+                "seed_ok", "ours_ok"):
+        assert key in row
+    assert set(row["times_ms"]["ours"]["fwd"]) == {"ncdhw", "channels_last"}
+    assert row["ours_ok"], row["errors_fwd"]
+    assert report["summary"]["bf16"]["cudnn_over_ours_fwd"]["issue6_a_d"] is not None
+    assert Path(smoke_runs["bench"][1]).with_suffix(".md").read_text().startswith("# ConvTranspose3d")
