@@ -313,14 +313,11 @@ _GEMM_KEY = ["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "DD", "DH"
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in [
-        (64, 32, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3), (128, 64, 32, 4, 3),
-        (128, 128, 32, 8, 3), (64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (256, 64, 32, 8, 3),
-        (32, 32, 32, 2, 2),
+        (64, 32, 32, 4, 3), (128, 64, 32, 4, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
     ]
 ]
 _WGRAD_CONFIGS = [
-    triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
-    for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 3), (128, 8, 3)]
+    triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s) for bp, w, s in [(32, 4, 3), (64, 4, 3), (128, 8, 3)]
 ]
 _WGRAD_TILE = 64  # BLOCK_CI = BLOCK_CO: fixed so that the split count does not depend on the tuned config
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
