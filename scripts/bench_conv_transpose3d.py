@@ -192,8 +192,8 @@ class Problem:
 
 
 def timeit(fn: Callable[[], object], device: torch.device) -> float:
-    """Median milliseconds of ``fn`` (do_bench, L2 flushed before each rep); one untimed-warm-up-free wall-clock
-    call on the CPU, where the numbers mean nothing."""
+    """Median milliseconds of ``fn`` (do_bench: warm-up, then L2 flushed before each rep). On the CPU, one
+    wall-clock call: the smoke run only exercises the code, its numbers mean nothing."""
     if device.type != "cuda":
         start = time.perf_counter()
         fn()
@@ -384,6 +384,8 @@ def markdown(report: dict) -> str:
             f"{_f(s['cudnn_over_ours_fwd']['issue6_a_d'], '.2f')} | {_f(s['cudnn_over_ours_fwdbwd']['all'], '.2f')}"
             f" / {_f(s['cudnn_over_ours_fwdbwd']['issue6_a_d'], '.2f')} | {_f(sd['geomean'], '.2f')}, "
             f"{_f(sd['min'], '.2f')}, {sd['shapes']} | {len(s['seed_wrong_on'])} shapes |")
+    for f in report["failed"]:
+        lines.append(f"\nFAILED {f['shape']} {f['dtype']}: {f['error']}")
     if report["skipped_for_time_budget"]:
         lines += ["", "Not measured (time budget): " + ", ".join(report["skipped_for_time_budget"])]
     exact_rows = [r for r in report["rows"] if "exact_fp32" in r]
@@ -446,12 +448,17 @@ def main() -> int:
     t_measure = time.perf_counter()
     bandwidth = copy_bandwidth(device)
     print(f"copy bandwidth {bandwidth / 1e9:.0f} GB/s", flush=True)
-    rows, skipped = [], []
+    rows, skipped, failed = [], [], []
     for shape, dt in units:
         if time.perf_counter() > start + args.budget_s:
             skipped.append(f"{shape.name} {dt}")
             continue
-        row = measure(shape, dt, device, bandwidth)
+        try:
+            row = measure(shape, dt, device, bandwidth)
+        except Exception as exc:  # noqa: BLE001 - record it and go on with the other shapes
+            failed.append({"shape": shape.name, "dtype": dt, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            print(f"{shape.name:<28} {dt}  FAILED: {failed[-1]['error']}", flush=True)
+            continue
         rows.append(row)
         t = row["best_ms"]
         print(f"{shape.name:<28} {dt}  fwd ours {t['ours']['fwd']:.3f} cuDNN {t['cudnn']['fwd']:.3f} "
@@ -475,6 +482,7 @@ def main() -> int:
         "copy_bandwidth_gbs": bandwidth / 1e9,
         "rows": rows,
         "skipped_for_time_budget": skipped,
+        "failed": failed,
         "summary": summarize(rows),
         "elapsed_s": {"total": round(time.perf_counter() - start, 1),
                       "precompile": round(t_measure - start, 1),
@@ -485,8 +493,8 @@ def main() -> int:
     args.out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
     print(f"-> {args.out} (+ .md), {report['elapsed_s']['total']:.0f} s"
-          + (f"; SKIPPED (time budget): {skipped}" if skipped else ""))
-    return 1 if skipped else 0
+          + (f"; SKIPPED (time budget): {skipped}" if skipped else "") + (f"; FAILED: {failed}" if failed else ""))
+    return 1 if skipped or failed else 0
 
 
 if __name__ == "__main__":

@@ -395,6 +395,8 @@ def run_job(job: tuple[int, list[Case], str]) -> tuple[int, list[dict]]:
                 refs[dtype] = (vals, reference(case, vals, ref_device))
             results.append(check_variant(case, variant, *refs[dtype], device))
         del refs
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # workers share the card: give back what this job cached
     return index, results
 
 
