@@ -15,7 +15,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BOUNDS = {torch.float64: 1e-10, torch.float32: 2e-3 if DEVICE == "cuda" else 1e-5,
           torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
-# (x shape, weight shape, kwargs, dtype, layout) — layout: contiguous | channels_last | sliced | weight_t
+# (x shape, weight shape, kwargs, dtype, layout) — layout: contiguous | channels_last | sliced | weight_t |
+# bias_strided
 CASES = [
     ((1, 3, 4, 4, 4), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
     ((2, 3, 3, 4, 5), (3, 5, 2, 2, 2), dict(stride=2, bias=False), torch.float32, "contiguous"),
@@ -55,6 +56,7 @@ CASES = [
     ((1, 33, 2, 2, 2), (33, 17, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
     ((2, 3, 1, 1, 1), (3, 2, 3, 3, 3), dict(stride=2), torch.float32, "contiguous"),
     ((1, 6, 2, 3, 2), (6, 2, 2, 2, 2), dict(stride=2, groups=3, bias=False), torch.bfloat16, "channels_last"),
+    ((1, 2, 2, 2, 2), (2, 3, 2, 2, 2), dict(stride=2, groups=2), torch.float32, "bias_strided"),
 ]
 
 
@@ -103,6 +105,8 @@ def _to_device(x, w, b, dtype, layout):
     elif layout == "weight_t":  # weight stored with swapped spatial axes, presented as a transposed view
         w_d = w_d.transpose(2, 4).contiguous().transpose(2, 4)
     b_d = None if b is None else b.to(DEVICE, dtype, copy=True)
+    if layout == "bias_strided":  # a bias view with stride 2
+        b_d = torch.stack([b_d, torch.full_like(b_d, math.nan)], dim=1)[:, 0]
     return [t if t is None else t.requires_grad_() for t in (x_d, w_d, b_d)]
 
 

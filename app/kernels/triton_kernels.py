@@ -93,6 +93,8 @@ def _fwd_kernel(
 
     co = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     co_ok = co < C_OUT_G
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        g = g.to(tl.int64)
     ci_base = g * C_IN_G
     co_glob = g * C_OUT_G + co
     k_range = tl.arange(0, BLOCK_K)
@@ -169,6 +171,8 @@ def _bwd_input_kernel(
 
     ci = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN_G
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        g = g.to(tl.int64)
     ci_glob = g * C_IN_G + ci
     co_base = g * C_OUT_G
     k_range = tl.arange(0, BLOCK_K)
@@ -233,6 +237,8 @@ def _bwd_weight_kernel(
     co = (r % co_tiles) * BLOCK_CO + tl.arange(0, BLOCK_CO)
     ci_ok = ci < C_IN_G
     co_ok = co < C_OUT_G
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        g = g.to(tl.int64)
     ci_glob = g * C_IN_G + ci
     co_glob = g * C_OUT_G + co
 
@@ -281,6 +287,8 @@ def _bwd_bias_kernel(
     split = tl.program_id(1)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C_OUT
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        c = c.to(tl.int64)
     if IS_FP64:
         acc = tl.zeros((BLOCK_C,), dtype=tl.float64)
     else:
@@ -309,7 +317,7 @@ def _bwd_bias_kernel(
 # dtypes to the key) — never spatial sizes, so a new volume size does not re-tune. Under the interpreter the
 # autotuner cannot benchmark, so one fixed configuration is launched there.
 # ----------------------------------------------------------------------------------------------------------
-_GEMM_KEY = ["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "DD", "DH", "DW", "INDEX_64"]
+_GEMM_KEY = ["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "DD", "DH", "DW", "INDEX_64", "PRECISION"]
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in [
@@ -327,7 +335,7 @@ _BIAS_BLOCKS = {"BLOCK_P": 64, "BLOCK_C": 32}
 _fwd_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_fwd_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
 _bwd_weight_tuned = triton.autotune(
-    configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "INDEX_64"]
+    configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "INDEX_64", "PRECISION"]
 )(_bwd_weight_kernel)
 
 
@@ -403,7 +411,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     w = weight.permute(2, 3, 4, 0, 1).contiguous().permute(3, 4, 0, 1, 2)
     phases = stride[0] * stride[1] * stride[2]
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), groups * triton.cdiv(c_out_g, meta["BLOCK_N"]), phases)
-    args = (x, w, bias if bias is not None else w, y, m, *x.shape[2:], od, oh, ow, qd, qh, qw,
+    args = (x, w, bias.contiguous() if bias is not None else w, y, m, *x.shape[2:], od, oh, ow, qd, qh, qw,
             c_in // groups, c_out_g, *x.stride(), *w.stride(), *y.stride())
     consts = {**_geometry(weight.shape[2:], stride, padding, dilation), "HAS_BIAS": bias is not None,
               "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
