@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
-from monai.metrics import PSNRMetric, SSIMMetric
+from monai.metrics import MSEMetric, SSIMMetric
 from torch import nn
 
 from app.nn.unet import SRUNet, upsample_backend
@@ -43,6 +44,9 @@ def slice_montage(lr: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor, scale: S
 class SRLightningModule(L.LightningModule):
     """Batches {"lr": (B, 1, X, Y, Z), "hr": (B, 1, sx*X, sy*Y, sz*Z)} in percentile-scaled units.
 
+    Logs ``{val,test}/{psnr,ssim}`` and the same for trilinear interpolation of the LR (``*_trilinear``),
+    with the fixed ``data_range``.
+
     Hyper-parameters are plain python (checkpoints load with ``torch.load(weights_only=True)``):
     ``model`` holds the SRUNet kwargs; ``intensity`` and ``degradation`` are recorded for inference.
     ``optimizer``/``scheduler`` are callables (Hydra partials) taking params / the optimizer.
@@ -66,10 +70,11 @@ class SRLightningModule(L.LightningModule):
         self.scale = list(self.net.scale)
         self.loss_fn = LOSSES[loss]()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.data_range = data_range
         # per-patch values accumulated over an epoch, for the SR output and the trilinear baseline
         self.metrics = {
-            f"{kind}{suffix}": PSNRMetric(max_val=data_range) if kind == "psnr" else SSIMMetric(3, data_range=data_range)
-            for kind in ("psnr", "ssim") for suffix in ("", "_trilinear")
+            f"{kind}{suffix}": MSEMetric() if kind == "mse" else SSIMMetric(3, data_range=data_range)
+            for kind in ("mse", "ssim") for suffix in ("", "_trilinear")
         }
         self._montage_batch: dict[str, torch.Tensor] | None = None
 
@@ -94,10 +99,14 @@ class SRLightningModule(L.LightningModule):
         return sr
 
     def _log_metrics(self, stage: str) -> None:
-        """Log the epoch's mean per-patch metrics (averaged over ranks) and reset the accumulators."""
+        """Log the epoch's SSIM (mean over patches) and PSNR of the pooled MSE (finite on empty patches, unlike
+        a mean of per-patch PSNRs), gathered over ranks by MONAI; then reset the accumulators."""
         for name, metric in self.metrics.items():
             if metric.get_buffer() is not None:
-                self.log(f"{stage}/{name}", metric.aggregate().item(), prog_bar=name == "psnr", sync_dist=True)
+                value = metric.aggregate().item()
+                if name.startswith("mse"):
+                    name, value = name.replace("mse", "psnr"), 10.0 * math.log10(self.data_range**2 / max(value, 1e-12))
+                self.log(f"{stage}/{name}", value, prog_bar=name == "psnr", sync_dist=True)
             metric.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
