@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from app.baselines import BASELINES
 from app.data.degradation import simulate_lr
+from app.data.intensity import percentile_apply, percentile_scale, percentile_unscale
 from app.infer import (
     InferenceError,
     resolve_checkpoint,
@@ -93,16 +94,23 @@ def _ras(path: Path, nan_policy: str) -> tuple[np.ndarray, tuple[float, float, f
     return data, tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
-def simulated_case(path: Path, scale: Sequence[int], degradation: dict, seed: int, nan_policy: str) -> Case:
-    """HR file -> Case with HR cropped to a multiple of ``scale`` and LR = simulate_lr(HR) (seeded noise)."""
+def simulated_case(path: Path, scale: Sequence[int], degradation: dict, intensity: dict, seed: int,
+                   nan_policy: str) -> Case:
+    """HR file -> Case with HR cropped to a multiple of ``scale`` and LR = simulate_lr(HR) (seeded noise).
+
+    As in training, the degradation acts on percentile-scaled intensities (percentiles of the noise-free LR),
+    so ``noise_std`` means the same as in the checkpoint; the LR is returned in the file's units.
+    """
     hr, spacing = _ras(path, nan_policy)
     crop = tuple(slice(0, n - n % s) for n, s in zip(hr.shape, scale))
     hr = np.ascontiguousarray(hr[crop])
     if min(hr.shape) == 0:
         raise InferenceError(f"{path}: shape {hr.shape} is smaller than the scale {list(scale)}")
+    hr_t = torch.from_numpy(hr)
+    _, lo, hi = percentile_scale(simulate_lr(hr_t, scale, degradation.get("profile", "gaussian")), **intensity)
     generator = torch.Generator().manual_seed(seed)
-    lr = simulate_lr(torch.from_numpy(hr), scale, generator=generator, **degradation).numpy()
-    return Case(_case_name(path), hr, lr.astype(np.float32), spacing)
+    lr = percentile_unscale(simulate_lr(percentile_apply(hr_t, lo, hi), scale, generator=generator, **degradation), lo, hi)
+    return Case(_case_name(path), hr, lr.numpy().astype(np.float32), spacing)
 
 
 def paired_case(hr_path: Path, lr_path: Path, scale: Sequence[int], nan_policy: str) -> Case:
@@ -138,7 +146,7 @@ def _degradation(cfg: DictConfig, meta: dict) -> dict:
     return {k: source[k] for k in DEGRADATION_KEYS if k in source}
 
 
-def _cases(cfg: DictConfig, scale: Sequence[int], degradation: dict):
+def _cases(cfg: DictConfig, scale: Sequence[int], degradation: dict, intensity: dict):
     """Yield (path, Case or exception) for every configured HR (and LR) volume."""
     hr_paths = demo_test_split() if cfg.hr is None else _paths(cfg.hr)
     lr_paths = None if cfg.lr is None else _paths(cfg.lr)
@@ -147,7 +155,8 @@ def _cases(cfg: DictConfig, scale: Sequence[int], degradation: dict):
     for i, hr_path in enumerate(tqdm(hr_paths, desc="evaluating", unit="case", disable=None)):
         try:
             if lr_paths is None:
-                yield hr_path, simulated_case(hr_path, scale, degradation, int(cfg.seed) + i, cfg.nan_policy)
+                yield hr_path, simulated_case(hr_path, scale, degradation, intensity, int(cfg.seed) + i,
+                                              cfg.nan_policy)
             else:
                 yield hr_path, paired_case(hr_path, lr_paths[i], scale, cfg.nan_policy)
         except (NiftiError, InferenceError, ValueError) as exc:
@@ -193,7 +202,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     plot_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     failed: list[str] = []
-    for path, case in _cases(cfg, scale, degradation):
+    for path, case in _cases(cfg, scale, degradation, first_meta["intensity"]):
         if isinstance(case, Exception):
             message = str(case) if str(case).startswith(str(path)) else f"{path}: {case}"
             failed.append(message)

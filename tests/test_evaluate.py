@@ -105,3 +105,13 @@ def test_cli_prints_report_and_gain_over_bspline(tmp_path, hr_folder, ckpt):
     assert proc.returncode == 0, proc.stderr
     assert f"report: {tmp_path / 'r' / 'report.html'}" in proc.stdout
     assert re.search(r"tiny vs bspline: PSNR [+-]\d+\.\d\d dB, SSIM [+-]\d\.\d{4} over 1 case", proc.stdout)
+
+
+def test_simulated_noise_is_in_scaled_units_like_training(tmp_path):
+    path = write_nifti(tmp_path / "hr.nii.gz", smooth_volume((16, 16, 16), seed=5) * 10)
+    intensity = {"lower_percentile": 0.5, "upper_percentile": 99.5}
+    clean = evaluate.simulated_case(path, (2, 2, 2), {"profile": "box"}, intensity, 0, "error")
+    noisy = evaluate.simulated_case(path, (2, 2, 2), {"profile": "box", "noise_std": 0.05}, intensity, 0, "error")
+    lo, hi = np.percentile(clean.lr, [0.5, 99.5])
+    assert np.std(noisy.lr - clean.lr) == pytest.approx(0.05 * (hi - lo), rel=0.1)
+    np.testing.assert_array_equal(noisy.hr, clean.hr)

@@ -291,3 +291,18 @@ def test_fuzzed_files_raise_only_project_errors(tmp_path, suffix, edits, cut):
             return
     assert vol.data.ndim == 3 and np.isfinite(vol.data).all()
     assert np.isfinite(vol.affine).all() and abs(np.linalg.det(vol.affine[:3, :3])) > 0
+
+
+@pytest.mark.parametrize("affine", [oblique_lps_affine(), permuted_affine()], ids=["oblique-lps", "permuted"])
+def test_to_ras_matches_the_training_loader(tmp_path, affine):
+    """Inference must see voxels in the order MONAI's Orientationd("RAS") gives the model in training."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
+
+    path = write_nifti(tmp_path / "o.nii.gz", np.random.default_rng(5).normal(size=(5, 4, 3)).astype(np.float32), affine)
+    chain = Compose([LoadImaged("image", image_only=True), EnsureChannelFirstd("image"),
+                     Orientationd("image", axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))])
+    monai_img = chain({"image": str(path)})["image"]
+    vol = load_volume(path)
+    ras, ras_affine = to_ras(vol.data, vol.affine)
+    np.testing.assert_array_equal(monai_img[0].numpy(), ras)
+    np.testing.assert_allclose(np.asarray(monai_img.affine), ras_affine, atol=1e-6)
