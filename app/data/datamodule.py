@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
+from monai.data.utils import pickle_hashing
 
 from app.data.pipeline import TISSUE_KEYS, eval_transforms, train_transforms
 from app.data.sources import load_split_items
@@ -78,7 +79,8 @@ class SRDataModule(L.LightningDataModule):
         if self.cache == "memory":
             return CacheDataset(items, transform, hash_as_key=True, num_workers=min(4, len(items)), progress=False)
         if self.cache == "disk":
-            return PersistentDataset(items, transform, cache_dir=Path(self.cache_dir))
+            # the key includes the cached transforms' settings, so changing e.g. percentiles never reads stale files
+            return PersistentDataset(items, transform, cache_dir=Path(self.cache_dir), hash_transform=pickle_hashing)
         return Dataset(items, transform)
 
     def setup(self, stage: str | None = None) -> None:

@@ -92,9 +92,10 @@ class SRLightningModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         lr, hr = batch["lr"].float(), batch["hr"].float()
         sr = self(lr).float()
-        trilinear = F.interpolate(lr, scale_factor=tuple(self.scale), mode="trilinear", align_corners=False)
-        for name, metric in self.metrics.items():
-            metric(trilinear if name.endswith("_trilinear") else sr, hr)
+        with torch.autocast(device_type=self.device.type, enabled=False):  # metrics in fp32 under bf16-mixed
+            trilinear = F.interpolate(lr, scale_factor=tuple(self.scale), mode="trilinear", align_corners=False)
+            for name, metric in self.metrics.items():
+                metric(trilinear if name.endswith("_trilinear") else sr, hr)
         self.log(f"{stage}/loss", self.loss_fn(sr, hr), batch_size=hr.shape[0], sync_dist=True)
         return sr
 
