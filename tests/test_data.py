@@ -13,7 +13,7 @@ from app.data.datamodule import SRDataModule, check_patch_geometry
 from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_scale, percentile_unscale
 from app.data.sources import load_split_items
-from app.data.transforms import ScaleIntensityFromLRd
+from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
 from tests.nifti_factory import permuted_affine, write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,23 @@ def test_kspace_truncation_keeps_mean_and_removes_high_frequencies():
     spectrum = torch.fft.fftshift(torch.fft.fftn(cut)).abs()
     assert spectrum[0].max() < 1e-9 and spectrum[:, :, 0].max() < 1e-9  # Nyquist planes removed
     assert (cut - full).abs().max() > 1e-3
+
+
+def test_simulate_lrd_randomises_training_and_keeps_nominal_fixed():
+    hr = torch.rand(1, 8, 8, 8, generator=torch.Generator().manual_seed(4))
+    nominal = SimulateLRd("image", [2, 2, 2], profile="box")
+    a, b = nominal({"image": hr}), nominal({"image": hr})
+    assert set(a) == {"hr", "lr"} and torch.equal(a["hr"], hr)
+    assert torch.equal(a["lr"], b["lr"]) and torch.equal(a["lr"], simulate_lr(hr, [2, 2, 2], profile="box"))
+    ranges = {"profiles": ["box", "gaussian"], "noise_std": [0.01, 0.05], "kspace_fraction": [0.5, 1.0]}
+    rand = SimulateLRd("image", [2, 2, 2], train=ranges)
+    rand.set_random_state(0)
+    draws = [rand({"image": hr})["lr"] for _ in range(4)]
+    assert all(not torch.allclose(draws[0], d) for d in draws[1:])
+    rand.set_random_state(0)
+    assert torch.equal(rand({"image": hr})["lr"], draws[0])  # reproducible from the seed
+    with pytest.raises(ValueError, match="profile"):
+        SimulateLRd("image", [2, 2, 2], train={"profiles": ["sinc"]})
 
 
 # ---- lists and splits ------------------------------------------------------------------------------------
