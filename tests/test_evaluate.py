@@ -98,7 +98,7 @@ def test_paired_lr_files(tmp_path, ckpt):
 
 def test_cli_prints_report_and_gain_over_bspline(tmp_path, hr_folder, ckpt):
     proc = subprocess.run(
-        [sys.executable, "-m", "app.evaluate", f"hr={hr_folder / 'a.nii.gz'}", f"ckpt={ckpt}", f"out_dir={tmp_path / 'r'}",
+        [sys.executable, "-m", "app.evaluate", f"hr={hr_folder / 'a.nii.gz'}", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'r'}",
          "roi_size=[4,4,4]"],
         cwd=ROOT, capture_output=True, text=True, timeout=180,
     )

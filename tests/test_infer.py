@@ -237,3 +237,16 @@ def test_cli_bad_file_one_line_nonzero_exit(tmp_path, ckpt):
     assert not (tmp_path / "out" / "bad.nii.gz").exists() and _partials(tmp_path) == []
     proc = _cli(f"input={tmp_path / 'bad.nii.gz'}", f"output={tmp_path / 'out'}", f"ckpt={tmp_path / 'none.ckpt'}")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
+
+
+def test_full_disk_fails_the_file_before_inference(tmp_path, ckpt, monkeypatch):
+    src = write_nifti(tmp_path / "a.nii.gz", smooth_volume((4, 4, 4)))
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr(infer.os, "statvfs", lambda path: Full())
+    monkeypatch.setattr(infer, "super_resolve_volume", lambda *a, **k: pytest.fail("inference ran on a full disk"))
+    counts, objects = infer.run(infer_cfg(input=src, output=tmp_path / "out", ckpt=ckpt))
+    assert counts["failed"] == 1 and "MiB free" in objects["records"][0]["error"]
+    assert list((tmp_path / "out").iterdir()) == []
