@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import sys
 import time
 import traceback
@@ -41,8 +40,6 @@ from app.io import NiftiError, load_volume, nifti_suffix, to_ras
 from app.metrics import all_metrics, data_range_of, foreground_mask
 from app.nn.checkpoint import load_sr_model
 from app.report import gain_line, montage, write_report
-
-log = logging.getLogger(__name__)
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "data" / "demo"
 DEGRADATION_KEYS = ("profile", "noise_std", "kspace_fraction")

@@ -29,11 +29,21 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 
 from app.data.intensity import percentile_scale, percentile_unscale
-from app.io import NiftiError, Volume, from_ras, load_volume, nifti_suffix, save_volume, to_ras, upscaled_affine
-from app.io.geometry import scale_in_file_order
+from app.io import (
+    NiftiError,
+    Volume,
+    from_ras,
+    load_volume,
+    nifti_suffix,
+    save_volume,
+    scale_in_file_order,
+    to_ras,
+    upscaled_affine,
+)
 from app.nn.checkpoint import load_sr_model
 
 log = logging.getLogger(__name__)
@@ -312,6 +322,10 @@ def main(cfg: DictConfig) -> None:
         warnings.showwarning = show_warning_one_line
     try:
         counts, _ = run(cfg)
+    except MissingMandatoryValue as exc:
+        print(f"error: {str(exc).splitlines()[0]}; usage: python -m app.infer input=<file|folder|glob> "
+              "output=<file|folder> [ckpt=<file>]", file=sys.stderr)
+        sys.exit(2)
     except (InferenceError, NiftiError, ValueError, OSError) as exc:
         if cfg.debug:
             raise
