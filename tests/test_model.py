@@ -43,7 +43,7 @@ def test_unet_residual_is_centred_trilinear_and_input_checked():
     torch.testing.assert_close(y[0, 0, :, 0, 0], expected)
     with pytest.raises(ValueError, match="divisible"):
         net(torch.randn(1, 1, 3, 2, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="upsample must be one of"):
         SRUNet(scale=[2, 2, 2], upsample="cudnn", **TINY)
     with pytest.raises(ValueError, match="strides"):
         SRUNet(3, 1, 1, channels=[2, 4], strides=[2, 2], scale=2)

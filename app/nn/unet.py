@@ -31,7 +31,7 @@ def _triple(value: IntOrTriple) -> tuple[int, int, int]:
 def transposed_conv(mode: UpsampleMode, in_channels: int, out_channels: int, stride: Sequence[int]) -> nn.ConvTranspose3d:
     """ConvTranspose3d with kernel = stride (each input voxel paints one disjoint output block)."""
     if mode is UpsampleMode.TRITON:
-        from app.kernels import TritonConvTranspose3d
+        from app.kernels import TritonConvTranspose3d  # here, so upsample="torch" needs no Triton install
 
         return TritonConvTranspose3d(in_channels, out_channels, kernel_size=stride, stride=stride)
     return nn.ConvTranspose3d(in_channels, out_channels, kernel_size=stride, stride=stride)
@@ -68,6 +68,8 @@ class SRUNet(nn.Module):
             raise ValueError(f"need len(strides) == len(channels) - 1, got channels={list(channels)}, strides={list(strides)}")
         if residual and in_channels != out_channels:
             raise ValueError(f"residual=True needs in_channels == out_channels, got {in_channels} and {out_channels}")
+        if upsample not in {m.value for m in UpsampleMode}:
+            raise ValueError(f"upsample must be one of {[m.value for m in UpsampleMode]}, got {upsample!r}")
         self.mode = UpsampleMode(upsample)
         self.scale = _triple(scale)
         self.strides = [_triple(s) for s in strides]
