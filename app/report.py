@@ -114,14 +114,15 @@ def montage(path: Path, panels: dict[str, np.ndarray], hr: np.ndarray, scale: Se
             spacing: Sequence[float]) -> Path:
     """Slice montage: columns = panels (first on the LR grid) + HR + |panel - HR| for each HR-grid panel.
 
-    Rows = axial only for isotropic ``scale``, axial/coronal/sagittal otherwise. All volumes in RAS-closest
+    Rows = the view with the largest field of view for isotropic ``scale``, axial/coronal/sagittal otherwise. All volumes in RAS-closest
     voxel order; ``spacing`` is the HR voxel size (mm) so every panel covers the same field of view.
     """
     names = list(panels)
     columns = [*names, "HR", *[f"|{n.split()[0]} - HR|" for n in names[1:]]]
-    views = ["axial"] if len(set(scale)) == 1 else list(_VIEWS)
-    lo, hi = np.percentile(hr, [0.5, 99.5])
     fov = np.asarray(hr.shape) * np.asarray(spacing)
+    widest = max(_VIEWS, key=lambda v: fov[_in_plane(v)[0]] * fov[_in_plane(v)[1]])
+    views = [widest] if len(set(scale)) == 1 else list(_VIEWS)
+    lo, hi = np.percentile(hr, [0.5, 99.5])
     aspect = max(fov[_in_plane(v)[1]] / fov[_in_plane(v)[0]] for v in views)
     fig = Figure(figsize=(2.2 * len(columns), (2.2 * min(aspect, 2.0) + 0.4) * len(views)))
     axes = np.asarray(fig.subplots(len(views), len(columns), squeeze=False))
