@@ -11,9 +11,12 @@ and +/-Inf by 0 and emits a ``NiftiWarning``.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,18 @@ def partial_path(final: str | os.PathLike) -> Path:
 def _one_line(exc: BaseException) -> str:
     """``Type: message`` of a library exception, on one line."""
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+@contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's header fix-up log lines ("setting 0 dims to 1"); the checks here report real problems."""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _available_memory() -> int | None:
@@ -182,7 +197,8 @@ def load_volume(path: str | os.PathLike, nan_policy: str = "error", max_voxels: 
     if path.stat().st_size == 0:
         raise NiftiError(f"{path}: empty file")
     try:
-        img = nib.load(path)
+        with _quiet_nibabel():
+            img = nib.load(path)
         shape = tuple(int(n) for n in img.header.get_data_shape())
     except Exception as exc:  # noqa: BLE001 -- untrusted bytes: any parse failure means "not a NIfTI"
         raise NiftiError(f"{path}: not a readable NIfTI file ({_one_line(exc)})") from exc
