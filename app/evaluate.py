@@ -204,7 +204,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             message = str(case) if str(case).startswith(str(path)) else f"{path}: {case}"
             failed.append(message)
             tqdm.write(f"FAILED {message}")
-            if cfg.debug:
+            if cfg.traceback:
                 tqdm.write("".join(traceback.format_exception(case)))
             continue
         rows += evaluate_case(case, models, cfg, scale, cfg.data_range, float(cfg.mask_fraction), plot_dir)
@@ -221,12 +221,12 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """CLI: prints the report path and each model's gain over B-spline; exit 1 if a case failed."""
-    if not cfg.debug:
+    if not cfg.traceback:
         warnings.showwarning = show_warning_one_line
     try:
         summary, objects = run(cfg)
     except (InferenceError, NiftiError, ValueError, OSError) as exc:
-        if cfg.debug:
+        if cfg.traceback:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

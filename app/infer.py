@@ -296,7 +296,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
             message = str(exc) if str(exc).startswith(str(src)) else f"{src}: {exc}"
             records.append({"input": str(src), "output": str(dst), "status": "failed", "error": message})
             tqdm.write(f"FAILED {message}")
-            if cfg.debug:
+            if cfg.traceback:
                 tqdm.write(traceback.format_exc())
             continue
         records.append(record)
@@ -317,8 +317,8 @@ def show_warning_one_line(message, category, filename, lineno, file=None, line=N
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
-    """CLI: one line per problem (traceback with debug=true); exit 1 if any file failed, 2 if nothing ran."""
-    if not cfg.debug:
+    """CLI: one line per problem (full traceback with traceback=true); exit 1 if any file failed, 2 if nothing ran."""
+    if not cfg.traceback:
         warnings.showwarning = show_warning_one_line
     try:
         counts, _ = run(cfg)
@@ -327,7 +327,7 @@ def main(cfg: DictConfig) -> None:
               "output=<file|folder> [ckpt=<file>]", file=sys.stderr)
         sys.exit(2)
     except (InferenceError, NiftiError, ValueError, OSError) as exc:
-        if cfg.debug:
+        if cfg.traceback:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

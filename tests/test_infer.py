@@ -237,6 +237,9 @@ def test_cli_bad_file_one_line_nonzero_exit(tmp_path, ckpt):
     assert not (tmp_path / "out" / "bad.nii.gz").exists() and _partials(tmp_path) == []
     proc = _cli(f"input={tmp_path / 'bad.nii.gz'}", f"output={tmp_path / 'out'}", f"ckpt={tmp_path / 'none.ckpt'}")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
+    proc = _cli(f"input={tmp_path / 'bad.nii.gz'}", f"output={tmp_path / 'out'}", f"ckpt={tmp_path / 'none.ckpt'}",
+                "traceback=true")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_full_disk_fails_the_file_before_inference(tmp_path, ckpt, monkeypatch):
