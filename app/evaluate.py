@@ -36,7 +36,7 @@ from app.infer import (
     super_resolve,
     window_settings,
 )
-from app.io import NiftiError, load_volume, nifti_suffix, to_ras
+from app.io import NiftiError, check_nan_policy, load_volume, nifti_suffix, to_ras
 from app.metrics import all_metrics, data_range_of, foreground_mask
 from app.nn.checkpoint import load_sr_model
 from app.report import gain_line, montage, write_report
@@ -188,6 +188,7 @@ def evaluate_case(case: Case, models: dict, window_cfg: DictConfig, scale: Seque
 
 def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate every case -> (summary dict, {"rows", "report", "failed"}); writes the report to cfg.out_dir."""
+    check_nan_policy(cfg.nan_policy)
     out_dir = Path(cfg.out_dir)
     models = load_models(cfg)
     first_meta = next(iter(models.values()))[1]

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from app.data.intensity import percentile_scale, percentile_unscale
 from app.io import (
     NiftiError,
+    check_nan_policy,
     Volume,
     from_ras,
     load_volume,
@@ -276,6 +277,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     Raises (before any file is processed) ``InferenceError``/``ValueError`` for a bad configuration,
     checkpoint, input spec or output folder. Per-file failures are recorded, printed and counted.
     """
+    check_nan_policy(cfg.nan_policy)
     jobs = plan_jobs(str(cfg.input), str(cfg.output))
     for folder in sorted({dst.parent for _, dst in jobs}):
         check_writable(folder)

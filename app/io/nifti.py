@@ -180,6 +180,12 @@ def _read_voxels(path: Path, img: nib.Nifti1Image, shape: tuple[int, int, int], 
     return data
 
 
+def check_nan_policy(nan_policy: str) -> None:
+    """Raise ``ValueError`` unless ``nan_policy`` is one of ``NAN_POLICIES``."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+
+
 def load_volume(path: str | os.PathLike, nan_policy: str = "error", max_voxels: int = MAX_VOXELS) -> Volume:
     """Read a 3D NIfTI (.nii/.nii.gz; (X, Y, Z) or (X, Y, Z, 1)) with validation -> ``Volume``.
 
@@ -187,8 +193,7 @@ def load_volume(path: str | os.PathLike, nan_policy: str = "error", max_voxels: 
     a 4D+ image (unless the extra dims are 1); zero-size, negative or absurd dimensions (before
     allocating); a singular or non-finite affine; non-finite voxels (under ``nan_policy="error"``).
     """
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    check_nan_policy(nan_policy)
     path = Path(path)
     if nifti_suffix(path) is None:
         raise NiftiError(f"{path}: not a NIfTI file name (expected .nii or .nii.gz)")
