@@ -85,7 +85,12 @@ def window_settings(cfg: DictConfig, meta: dict) -> WindowSettings:
         raise ValueError(f"sw_batch_size must be >= 1, got {cfg.sw_batch_size}")
     if cfg.stitch not in STITCH_MODES:
         raise ValueError(f"stitch must be one of {STITCH_MODES}, got {cfg.stitch!r}")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    except RuntimeError as exc:
+        raise ValueError(f"device={cfg.device}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device} but no CUDA GPU is available; use device=cpu")
     return WindowSettings(tuple(roi), overlap, int(cfg.sw_batch_size), device, cfg.stitch)  # type: ignore[arg-type]
 
 

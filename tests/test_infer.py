@@ -86,7 +86,7 @@ def test_small_input_is_padded_and_cropped_back(tmp_path, ckpt):
 @pytest.mark.parametrize(
     ("override", "message"),
     [({"overlap": 1.0}, "overlap"), ({"roi_size": "[5,8,8]"}, "multiple of the U-Net"), ({"sw_batch_size": 0}, "sw_batch"),
-     ({"nan_policy": "ignore"}, "nan_policy"), ({"stitch": "gpu"}, "stitch")],
+     ({"nan_policy": "ignore"}, "nan_policy"), ({"stitch": "gpu"}, "stitch"), ({"device": "tpu9"}, "device=tpu9")],
 )
 def test_bad_window_settings_fail_before_any_work(tmp_path, ckpt, override, message):
     src = write_nifti(tmp_path / "a.nii.gz", smooth_volume((4, 4, 4)))
