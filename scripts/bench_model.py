@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""Model-level benchmark: the SR U-Net with Triton vs torch (cuDNN) upsampling, same weights, side by side.
+
+  * training step (forward + backward + AdamW step, bf16 autocast on CUDA) on a batch of LR patches;
+  * whole-volume inference through ``app.infer.super_resolve`` (MONAI sliding window, Gaussian blending) of a
+    2 mm (96x116x96) and a 1 mm (182x218x182) brain-sized volume, x2 per axis.
+Inputs are fresh random values (never zeros); medians over repeats after warm-up; times with device syncs.
+Writes JSON + a markdown table (card, torch, Triton, cuDNN versions) to --out.
+
+GPU:  python scripts/bench_model.py [--ckpt run/checkpoints/last.ckpt] --out benchmarks/model_bench_gpu.json
+CPU:  python scripts/bench_model.py --device cpu --volumes 2mm --out benchmarks/model_bench_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from app.infer import WindowSettings, super_resolve  # noqa: E402
+from app.nn.checkpoint import load_sr_model  # noqa: E402
+from app.nn.unet import SRUNet  # noqa: E402
+
+VOLUMES = {"2mm": (96, 116, 96), "1mm": (182, 218, 182)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn, device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _model_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(U-Net kwargs, meta) from a checkpoint, or from the x2_iso experiment preset."""
+    if args.ckpt:
+        _, meta = load_sr_model(args.ckpt)
+        return dict(meta["model"]), meta
+    preset = OmegaConf.load(REPO / "conf" / "experiment" / "x2_iso.yaml")
+    base = OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")
+    kwargs = OmegaConf.to_container(OmegaConf.merge(base, preset.model), resolve=False)
+    kwargs["scale"] = list(preset.data.scale)
+    meta = {"scale": kwargs["scale"], "intensity": {"lower_percentile": 0.5, "upper_percentile": 99.5},
+            "model": kwargs}
+    return kwargs, meta
+
+
+def _pair(kwargs: dict, device: torch.device, ckpt: str | None) -> dict[str, SRUNet]:
+    """Triton and torch variants of one net with identical weights."""
+    nets = {}
+    for mode in ("triton", "torch"):
+        net = SRUNet(**{**kwargs, "upsample": mode}).to(device)
+        nets[mode] = net
+    if ckpt:
+        trained, _ = load_sr_model(ckpt)
+        nets["triton"].load_state_dict(trained.state_dict())
+    nets["torch"].load_state_dict(nets["triton"].state_dict())
+    return nets
+
+
+def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.device, batch: int,
+                        lr_patch: int, repeats: int) -> dict:
+    scale = kwargs["scale"]
+    x = torch.rand(batch, 1, lr_patch, lr_patch, lr_patch, device=device)
+    target = torch.rand(batch, 1, *(lr_patch * s for s in scale), device=device)
+    out = {"batch": batch, "lr_patch": [lr_patch] * 3, "hr_patch": [lr_patch * s for s in scale]}
+    for mode, net in nets.items():
+        net.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = torch.nn.functional.l1_loss(net(x).float(), target)
+            loss.backward()
+            opt.step()
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        out[f"{mode}_ms"] = 1e3 * _median_seconds(step, device, repeats, warmup=5)
+        if device.type == "cuda":
+            out[f"{mode}_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    out["triton_over_torch"] = out["triton_ms"] / out["torch_ms"]
+    return out
+
+
+def bench_inference(nets: dict[str, SRUNet], meta: dict, device: torch.device, shape: tuple[int, int, int],
+                    repeats: int, roi: int, sw_batch: int) -> dict:
+    volume = torch.rand(shape) * 1000.0
+    window = WindowSettings((roi, roi, roi), 0.25, sw_batch, device, "auto")
+    out = {"input_shape": list(shape), "output_shape": [n * s for n, s in zip(shape, meta["scale"])],
+           "roi_size": [roi] * 3, "sw_batch_size": sw_batch, "overlap": 0.25}
+    for mode, net in nets.items():
+        net.eval()
+        out[f"{mode}_s"] = _median_seconds(lambda: super_resolve(net, meta, volume, window), device, repeats,
+                                           warmup=1)
+    out["triton_over_torch"] = out["triton_s"] / out["torch_s"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", default=None, help="trained checkpoint (default: x2_iso preset, random weights)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--volumes", nargs="+", default=list(VOLUMES), choices=list(VOLUMES))
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr-patch", type=int, default=16, help="LR patch edge (HR = scale x this)")
+    p.add_argument("--roi", type=int, default=64)
+    p.add_argument("--sw-batch", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=None, help="default: 20 steps / 3 volumes on CUDA, fewer on CPU")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "model_bench_gpu.json")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    kwargs, meta = _model_kwargs(args)
+    nets = _pair(kwargs, device, args.ckpt)
+    on_cuda = device.type == "cuda"
+    result = {
+        "script": "scripts/bench_model.py", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "device": torch.cuda.get_device_name(device) if on_cuda else f"CPU ({platform.processor() or 'x86_64'}, "
+                  f"{torch.get_num_threads()} threads)",
+        "torch": torch.__version__, "triton": triton.__version__,
+        "cudnn": torch.backends.cudnn.version() if on_cuda else None,
+        "model": kwargs, "ckpt": args.ckpt, "autocast": "bf16" if on_cuda else "off (fp32)",
+    }
+    result["training_step"] = bench_training_step(nets, kwargs, device, args.batch, args.lr_patch,
+                                                  args.repeats or (20 if on_cuda else 3))
+    print(f"training step: {json.dumps(result['training_step'])}", flush=True)
+    result["inference"] = {}
+    for name in args.volumes:
+        result["inference"][name] = bench_inference(nets, meta, device, VOLUMES[name],
+                                                    args.repeats or (3 if on_cuda else 1), args.roi, args.sw_batch)
+        print(f"inference {name}: {json.dumps(result['inference'][name])}", flush=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    step = result["training_step"]
+    lines = [
+        "# SR U-Net: Triton vs torch (cuDNN) upsampling", "",
+        f"{result['date'][:10]} · {result['device']} · torch {result['torch']} · Triton {result['triton']} · "
+        f"cuDNN {result['cudnn']} · autocast {result['autocast']} · model channels {kwargs['channels']}, "
+        f"strides {kwargs['strides']}, scale {kwargs['scale']}", "",
+        "| job | triton | torch | triton / torch |", "|---|---|---|---|",
+        f"| training step, batch {step['batch']}, HR patch {step['hr_patch']} | {step['triton_ms']:.2f} ms | "
+        f"{step['torch_ms']:.2f} ms | {step['triton_over_torch']:.2f} |",
+    ]
+    for name, row in result["inference"].items():
+        lines.append(f"| inference {name} {row['input_shape']} -> {row['output_shape']} | {row['triton_s']:.2f} s | "
+                     f"{row['torch_s']:.2f} s | {row['triton_over_torch']:.2f} |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
