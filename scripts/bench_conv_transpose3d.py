@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import importlib.util
 import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +52,7 @@ import triton.testing  # noqa: E402
 from triton.runtime.autotuner import Autotuner  # noqa: E402
 
 import app.kernels as ops  # noqa: E402
+from bench_env import environment  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BOUNDS = {"fp32": 2e-3, "bf16": 2e-2}
@@ -328,20 +327,6 @@ def summarize(rows: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------
-def environment(device: torch.device) -> dict:
-    cuda = device.type == "cuda"
-    return {
-        "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or 'cpu'})",
-        "backend": ops.backend_name(device),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def _f(v: float | None, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
 

@@ -13,16 +13,13 @@ CPU:  python scripts/bench_model.py --device cpu --volumes 2mm --out benchmarks/
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import triton
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from app.infer import WindowSettings, super_resolve  # noqa: E402
 from app.nn.checkpoint import load_sr_model  # noqa: E402
 from app.nn.unet import SRUNet  # noqa: E402
+from bench_env import environment  # noqa: E402
 
 VOLUMES = {"2mm": (96, 116, 96), "1mm": (182, 218, 182)}
 
@@ -66,17 +64,20 @@ def _model_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
     return kwargs, meta
 
 
-def _pair(kwargs: dict, device: torch.device, ckpt: str | None) -> dict[str, SRUNet]:
-    """Triton and torch variants of one net with identical weights."""
-    nets = {}
-    for mode in ("triton", "torch"):
-        net = SRUNet(**{**kwargs, "upsample": mode}).to(device)
-        nets[mode] = net
+def _nets(kwargs: dict, device: torch.device, ckpt: str | None, modes: list[str]) -> dict[str, SRUNet]:
+    """The net with each upsampling mode in ``modes``, all with identical weights."""
+    reference = SRUNet(**kwargs)
     if ckpt:
-        trained, _ = load_sr_model(ckpt)
-        nets["triton"].load_state_dict(trained.state_dict())
-    nets["torch"].load_state_dict(nets["triton"].state_dict())
+        reference.load_state_dict(load_sr_model(ckpt)[0].state_dict())
+    nets = {}
+    for mode in modes:
+        nets[mode] = SRUNet(**{**kwargs, "upsample": mode}).to(device)
+        nets[mode].load_state_dict(reference.state_dict())
     return nets
+
+
+def _ratio(row: dict, unit: str) -> float | None:
+    return row[f"triton_{unit}"] / row[f"torch_{unit}"] if f"triton_{unit}" in row and f"torch_{unit}" in row else None
 
 
 def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.device, batch: int,
@@ -101,7 +102,7 @@ def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.dev
         out[f"{mode}_ms"] = 1e3 * _median_seconds(step, device, repeats, warmup=5)
         if device.type == "cuda":
             out[f"{mode}_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    out["triton_over_torch"] = out["triton_ms"] / out["torch_ms"]
+    out["triton_over_torch"] = _ratio(out, "ms")
     return out
 
 
@@ -114,9 +115,13 @@ def bench_inference(nets: dict[str, SRUNet], meta: dict, device: torch.device, s
     for mode, net in nets.items():
         net.eval()
         out[f"{mode}_s"] = _median_seconds(lambda: super_resolve(net, meta, volume, window), device, repeats,
-                                           warmup=1)
-    out["triton_over_torch"] = out["triton_s"] / out["torch_s"]
+                                           warmup=1 if device.type == "cuda" else 0)
+    out["triton_over_torch"] = _ratio(out, "s")
     return out
+
+
+def _fmt_ratio(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}"
 
 
 def main() -> None:
@@ -124,6 +129,8 @@ def main() -> None:
     p.add_argument("--ckpt", default=None, help="trained checkpoint (default: x2_iso preset, random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--volumes", nargs="+", default=list(VOLUMES), choices=list(VOLUMES))
+    p.add_argument("--modes", nargs="+", default=["triton", "torch"], choices=["triton", "torch"],
+                   help="upsampling layers to time (on CPU both run torch's operator: one is enough)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr-patch", type=int, default=16, help="LR patch edge (HR = scale x this)")
     p.add_argument("--roi", type=int, default=64)
@@ -135,14 +142,10 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     kwargs, meta = _model_kwargs(args)
-    nets = _pair(kwargs, device, args.ckpt)
+    nets = _nets(kwargs, device, args.ckpt, args.modes)
     on_cuda = device.type == "cuda"
     result = {
-        "script": "scripts/bench_model.py", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "device": torch.cuda.get_device_name(device) if on_cuda else f"CPU ({platform.processor() or 'x86_64'}, "
-                  f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "triton": triton.__version__,
-        "cudnn": torch.backends.cudnn.version() if on_cuda else None,
+        "script": "scripts/bench_model.py", **environment(device), "cpu_threads": torch.get_num_threads(),
         "model": kwargs, "ckpt": args.ckpt, "autocast": "bf16" if on_cuda else "off (fp32)",
     }
     result["training_step"] = bench_training_step(nets, kwargs, device, args.batch, args.lr_patch,
@@ -162,13 +165,14 @@ def main() -> None:
         f"{result['date'][:10]} · {result['device']} · torch {result['torch']} · Triton {result['triton']} · "
         f"cuDNN {result['cudnn']} · autocast {result['autocast']} · model channels {kwargs['channels']}, "
         f"strides {kwargs['strides']}, scale {kwargs['scale']}", "",
-        "| job | triton | torch | triton / torch |", "|---|---|---|---|",
-        f"| training step, batch {step['batch']}, HR patch {step['hr_patch']} | {step['triton_ms']:.2f} ms | "
-        f"{step['torch_ms']:.2f} ms | {step['triton_over_torch']:.2f} |",
+        "| job | " + " | ".join(args.modes) + " | triton / torch |", "|---" * (len(args.modes) + 2) + "|",
+        f"| training step, batch {step['batch']}, HR patch {step['hr_patch']} | "
+        + " | ".join(f"{step[f'{m}_ms']:.2f} ms" for m in args.modes) + f" | {_fmt_ratio(step['triton_over_torch'])} |",
     ]
     for name, row in result["inference"].items():
-        lines.append(f"| inference {name} {row['input_shape']} -> {row['output_shape']} | {row['triton_s']:.2f} s | "
-                     f"{row['torch_s']:.2f} s | {row['triton_over_torch']:.2f} |")
+        lines.append(f"| inference {name} {row['input_shape']} -> {row['output_shape']} | "
+                     + " | ".join(f"{row[f'{m}_s']:.2f} s" for m in args.modes)
+                     + f" | {_fmt_ratio(row['triton_over_torch'])} |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

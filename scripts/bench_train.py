@@ -8,14 +8,12 @@ model and of trilinear interpolation on the same patches, the run folder.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
-import triton
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
@@ -23,6 +21,7 @@ from omegaconf import open_dict
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from app.train import run  # noqa: E402  (also registers the ${project_root:} resolver)
+from bench_env import environment  # noqa: E402
 
 
 def main() -> None:
@@ -50,10 +49,7 @@ def main() -> None:
     batch = int(cfg.data.batch_size)
     result = {
         "script": "scripts/bench_train.py", "overrides": args.overrides,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "device": torch.cuda.get_device_name() if on_cuda else "CPU",
-        "torch": torch.__version__, "triton": triton.__version__,
-        "cudnn": torch.backends.cudnn.version() if on_cuda else None,
+        **environment(torch.device("cuda" if on_cuda else "cpu")),
         "precision": str(cfg.trainer.precision), "upsample": cfg.model.upsample,
         "wall_s": seconds, "global_steps": steps, "epochs": int(trainer.current_epoch),
         "steps_per_s_incl_validation": steps / seconds, "patches_per_s_incl_validation": steps * batch / seconds,

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import random
 import sys
 import time
@@ -52,11 +50,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import triton  # noqa: E402
 from triton.runtime.autotuner import Autotuner  # noqa: E402
 from triton.runtime.errors import OutOfResources  # noqa: E402
 
 import app.kernels as ops  # noqa: E402
+from bench_env import environment  # noqa: E402
 
 Triple = tuple[int, int, int]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -479,21 +477,6 @@ def large_case(device: torch.device, smoke: bool, seed: int) -> list[dict]:
 # --------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------
-def environment(device: torch.device) -> dict:
-    """Card and software versions."""
-    cuda = device.type == "cuda"
-    return {
-        "device": torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.processor() or 'cpu'})",
-        "backend": ops.backend_name(device),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def _line(res: dict) -> str:
     errs = " ".join(f"{k.replace('grad_', 'g')}={v:.1e}" for k, v in res["errors"].items())
     worst = max(res["phase_errors"].values(), default=float("nan"))
