@@ -202,7 +202,9 @@ def resolve_checkpoint(ckpt: str | None, scale: str | None, models_dir: str | os
         scale = next(iter(shipped))
     if scale not in shipped:
         raise InferenceError(f"no shipped model for scale={scale}; available: {sorted(shipped)}")
-    path = models_dir / str(shipped[scale])
+    if not isinstance(shipped[scale], str):  # a file name only: nothing in the index is ever instantiated
+        raise InferenceError(f"{index}: the entry for scale={scale} is not a file name: {shipped[scale]!r}")
+    path = models_dir / shipped[scale]
     if not path.is_file():
         raise InferenceError(f"shipped model for scale={scale} is missing: {path}")
     return path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from app.data.datamodule import check_patch_geometry
+from app.nn.checkpoint import CheckpointError, read_checkpoint
 from app.nn.lightning_module import SRLightningModule
 
 log = logging.getLogger(__name__)
@@ -25,26 +27,41 @@ def _plain(cfg: DictConfig) -> Any:
 
 
 def resume_path(cfg: DictConfig) -> str | None:
-    """cfg.ckpt_path -> checkpoint file: "last" = this run's last.ckpt, else the newest under log_dir/task_name."""
+    """cfg.ckpt_path -> checkpoint file: "last" = this run's last.ckpt, else the newest under log_dir/task_name.
+
+    The file is read (``torch.load(weights_only=True)``) and checked for training state here, before anything
+    is built: a missing, truncated, corrupt, foreign or code-carrying checkpoint raises ``FileNotFoundError``
+    or ``CheckpointError`` with one line naming the file.
+    """
     if not cfg.ckpt_path:
         return None
     if cfg.ckpt_path != "last":
         path = Path(cfg.ckpt_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint")
-        return str(path)
-    own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if own.is_file():
-        return str(own)
-    found = sorted(Path(cfg.paths.log_dir, cfg.task_name).glob("*runs/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt in {own.parent} or under {Path(cfg.paths.log_dir, cfg.task_name)}")
-    log.info("resuming from the newest run's last checkpoint: %s", found[-1])
-    return str(found[-1])
+    else:
+        own = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        found = [own] if own.is_file() else sorted(
+            Path(cfg.paths.log_dir, cfg.task_name).glob("*runs/**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(
+                f"ckpt_path=last: no last.ckpt in {own.parent} or under {Path(cfg.paths.log_dir, cfg.task_name)}")
+        path = found[-1]
+        if path != own:
+            log.info("resuming from the newest run's last checkpoint: %s", path)
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {exc}; delete it or pass ckpt_path=<another .ckpt>") from exc
+    if "global_step" not in ckpt or "optimizer_states" not in ckpt:
+        raise CheckpointError(f"ckpt_path={cfg.ckpt_path}: {path} holds no training state to resume "
+                              "(weights only?); pass a last.ckpt or best-*.ckpt written by training")
+    return str(path)
 
 
 def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the model described by ``cfg``; returns (metrics, objects)."""
+    ckpt_path = resume_path(cfg)  # a bad checkpoint fails here, before anything is built or written
     L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
@@ -65,7 +82,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     for logger in loggers:
         logger.log_hyperparams({"config": _plain(cfg)})
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.test and "test" in datamodule.datasets:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -78,8 +95,15 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val PSNR for sweepers."""
-    metrics, _ = run(cfg)
+    """Hydra entry point; returns val PSNR for sweepers. A bad ``ckpt_path`` is one line on stderr and exit 2
+    (the full traceback with ``traceback=true``)."""
+    try:
+        metrics, _ = run(cfg)
+    except (CheckpointError, FileNotFoundError) as exc:
+        if cfg.get("traceback"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     return metrics.get("val/psnr")
 
 

@@ -86,7 +86,8 @@ def test_small_input_is_padded_and_cropped_back(tmp_path, ckpt):
 @pytest.mark.parametrize(
     ("override", "message"),
     [({"overlap": 1.0}, "overlap"), ({"roi_size": "[5,8,8]"}, "multiple of the U-Net"), ({"sw_batch_size": 0}, "sw_batch"),
-     ({"nan_policy": "ignore"}, "nan_policy"), ({"stitch": "gpu"}, "stitch"), ({"device": "tpu9"}, "device=tpu9")],
+     ({"nan_policy": "ignore"}, "nan_policy"), ({"stitch": "gpu"}, "stitch"), ({"device": "tpu9"}, "device=tpu9"),
+     ({"overlap": 0.9, "roi_size": "[4,8,8]"}, "step below one voxel")],
 )
 def test_bad_window_settings_fail_before_any_work(tmp_path, ckpt, override, message):
     src = write_nifti(tmp_path / "a.nii.gz", smooth_volume((4, 4, 4)))
@@ -186,6 +187,26 @@ def test_shipped_model_is_found_by_scale(tmp_path, ckpt):
     assert infer.resolve_checkpoint(None, None, tmp_path) == ckpt
     with pytest.raises(infer.InferenceError, match="no shipped model for scale=4x4x4"):
         infer.resolve_checkpoint(None, "4x4x4", tmp_path)
+
+
+def test_target_in_the_model_index_is_never_instantiated(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "models.json").write_text(
+        f'{{"2x2x2": {{"_target_": "os.system", "command": "touch {marker}"}}}}')
+    with pytest.raises(infer.InferenceError, match="not a file name"):
+        infer.resolve_checkpoint(None, None, tmp_path)
+    assert not marker.exists()
+
+
+def test_non_finite_model_output_is_never_written():
+    class NaNNet(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 1, *(2 * n for n in x.shape[2:])), float("nan"))
+
+    meta = {"scale": [2, 2, 2], "intensity": {"lower_percentile": 0.0, "upper_percentile": 100.0}}
+    window = infer.WindowSettings((4, 4, 4), 0.25, 1, torch.device("cpu"), "cpu")
+    with pytest.raises(infer.InferenceError, match="non-finite"):
+        infer.super_resolve(NaNNet(), meta, torch.rand(4, 4, 4), window)
 
 
 def test_unwritable_output_fails_before_loading_the_model(tmp_path, monkeypatch):

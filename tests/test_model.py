@@ -6,6 +6,7 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from app.kernels import TritonConvTranspose3d, uses_triton
 from app.nn.checkpoint import CheckpointError, load_sr_model
@@ -115,3 +116,22 @@ def test_load_sr_model_rejects_bad_files(tmp_path, content):
     with pytest.raises(CheckpointError) as info:
         load_sr_model(path)
     assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+
+
+def test_target_in_a_checkpoint_is_never_instantiated(tmp_path):
+    """Hydra-style ``_target_`` entries anywhere in a checkpoint's hyper-parameters are data, never code."""
+    from app.evaluate import _degradation
+
+    marker = tmp_path / "pwned"
+    target = {"_target_": "os.system", "command": f"touch {marker}"}
+    path = tmp_path / "t.ckpt"
+    _save_module(path, dict(TINY, scale=[2, 2, 2]))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"].update(optimizer=target, extra=target)
+    ckpt["hyper_parameters"]["degradation"] = {**META["degradation"], **target}
+    torch.save(ckpt, path)
+    net, meta = load_sr_model(path)  # only SRUNet is built; the rest is read as plain values
+    assert isinstance(net, SRUNet)
+    with pytest.raises(ValueError, match="unknown keys"):  # evaluate refuses a degradation it does not know
+        _degradation(OmegaConf.create({"degradation": None}), meta)
+    assert not marker.exists()

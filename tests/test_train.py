@@ -1,8 +1,12 @@
 """Hydra configs compose; a 2-step run(cfg) writes loadable checkpoints; ckpt_path=last resumes the step count."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -12,11 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from app.data.datamodule import check_patch_geometry
-from app.nn.checkpoint import load_sr_model
+from app.nn.checkpoint import CheckpointError, load_sr_model
 from app.nn.unet import SRUNet
 from app.train import run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 GROUPS = ["data", "degradation", "model", "trainer", "callbacks", "logger", "paths", "experiment", "debug"]
 OPTIONS = sorted((g, p.stem) for g in GROUPS for p in (CONF / g).glob("*.yaml") if p.stem != "default" or g != "trainer")
 FAST = [  # tiny model, tiny patches, 2 steps, 1 val batch
@@ -88,3 +93,74 @@ def test_resume_from_missing_checkpoint_fails_clearly(tmp_path):
     cfg = compose_cfg(tmp_path, FAST + ["ckpt_path=last"])
     with pytest.raises(FileNotFoundError, match="last.ckpt"):
         run(cfg)
+
+
+# --- case 12: a bad checkpoint to resume from is one clear line, and nothing starts ----------------------
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def _bad_checkpoint(path: Path, kind: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "truncated":
+        torch.save({"state_dict": {"w": torch.zeros(1000)}, "global_step": 2, "optimizer_states": []}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(3000))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "malicious pickle":
+        torch.save({"state_dict": {}, "global_step": 2, "optimizer_states": [], "hyper_parameters": _Evil()}, path)
+    else:  # weights only: an inference checkpoint has no training state
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random bytes", "empty", "malicious pickle", "weights only"])
+def test_resume_from_corrupt_last_checkpoint_fails_before_anything_starts(tmp_path, monkeypatch, kind):
+    """(Resuming at the same global step from a good last.ckpt: test_two_step_run_writes_checkpoints_and_resume_continues.)"""
+    last = _bad_checkpoint(tmp_path / "checkpoints" / "last.ckpt", kind)
+    import app.train as train
+
+    monkeypatch.setattr(train, "instantiate", lambda *a, **k: pytest.fail("something was built before the check"))
+    monkeypatch.setattr(train, "SRLightningModule", lambda *a, **k: pytest.fail("the model was built before the check"))
+    cfg = compose_cfg(tmp_path, FAST + ["ckpt_path=last"])
+    with pytest.raises(CheckpointError) as info:
+        run(cfg)
+    text = str(info.value)
+    assert str(last) in text and "ckpt_path=last" in text and "\n" not in text
+    assert ("no training state" if kind == "weights only" else "not a readable checkpoint") in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]  # no logs, csv, montages
+
+
+def _cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_corrupt_last_checkpoint_one_line_exit_2(tmp_path):
+    old = _bad_checkpoint(tmp_path / "logs" / "train" / "runs" / "old" / "checkpoints" / "last.ckpt", "truncated")
+    proc = _cli("app.train", f"paths.log_dir={tmp_path / 'logs'}", "ckpt_path=last", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ckpt_path=last: ") and str(old) in lines[0]
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt")] == [old.relative_to(tmp_path).as_posix()]
+    assert not list(tmp_path.rglob("metrics.csv"))
+
+
+# --- case 14: a wrong override or unknown key is Hydra's error, and nothing starts ----------------------
+
+@pytest.mark.parametrize(("module", "args"), [
+    ("app.train", ["model.chanels=[1]"]),
+    ("app.infer", ["input=x.nii.gz", "output=out", "bogus=1"]),
+    ("app.evaluate", ["hydra.run.dir=report", "ckpt=x.ckpt", "roi_sise=[4,4,4]"]),
+], ids=["train", "infer", "evaluate"])
+def test_cli_unknown_key_is_hydras_error_and_starts_nothing(tmp_path, module, args):
+    key = args[-1].split("=")[0]
+    proc = _cli(module, *args, cwd=tmp_path)  # every output would land under tmp_path (relative defaults)
+    assert proc.returncode != 0
+    assert f"Could not override '{key}'" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder, logs, report or output

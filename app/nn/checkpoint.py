@@ -40,6 +40,25 @@ def _meta(hparams: dict) -> dict:
     return {"scale": scale, "intensity": intensity, "model": model, "degradation": dict(hparams["degradation"])}
 
 
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load(weights_only=True)`` of a Lightning checkpoint -> its dict (with a ``state_dict``).
+
+    Raises CheckpointError with a one-line message naming the file for a missing, truncated, corrupt or
+    foreign file, or a pickle that would run code (refused by ``weights_only=True``; nothing is executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint: {first_line}") from err
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path} has no 'state_dict': not a Lightning training checkpoint")
+    return ckpt
+
+
 def load_sr_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Load a training checkpoint with torch.load(weights_only=True) -> (SR U-Net in eval mode, meta).
 
@@ -48,15 +67,7 @@ def load_sr_model(path: str | os.PathLike, map_location: str | torch.device = "c
     for a missing, corrupt or foreign file. Builds only SRUNet; never instantiates anything named in the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint: {first_line}") from err
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"{path} has no 'state_dict': not a Lightning training checkpoint")
+    ckpt = read_checkpoint(path, map_location)
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise CheckpointError(f"{path} has no hyper-parameters: not an sr3d training checkpoint")
