@@ -252,3 +252,21 @@ def test_cpu_dispatch_uses_torch_without_interpreter(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(AssertionError, match="Triton kernel launched"):
         conv_transpose3d(x, w, stride=2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_tensor_on_second_gpu_launches_there() -> None:
+    """With cuda:0 current, a layer on cuda:1 computes on cuda:1 (forward and backward)."""
+    torch.cuda.set_device(0)
+    layer = TritonConvTranspose3d(8, 4, 2, stride=2).to("cuda:1")
+    ref = torch.nn.ConvTranspose3d(8, 4, 2, stride=2).to("cuda:1")
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 8, 8, 8, 8, device="cuda:1")
+    y = layer(x)
+    y.sum().backward()
+    y_ref = ref(x)
+    y_ref.sum().backward()
+    assert y.device == torch.device("cuda:1")
+    assert _rel(y, y_ref.double().cpu()) <= BOUNDS[torch.float32]
+    assert _rel(layer.weight.grad, ref.weight.grad.double().cpu()) <= BOUNDS[torch.float32]

@@ -7,6 +7,7 @@ default for convolutions, relative error ~1e-3) and exact fp32 otherwise; ``prec
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -78,6 +79,11 @@ def _checked_output_shape(x_shape: tuple[int, ...], x_dtype: torch.dtype, w_shap
     return (x_shape[0], *out.shape[1:])
 
 
+def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's (a tensor on cuda:1 under cuda:0)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 class _ConvTranspose3dFunction(torch.autograd.Function):
     """Forward and backward through the Triton kernels; saves x and weight for the backward pass."""
 
@@ -87,7 +93,8 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.conv = (stride, padding, dilation, groups, precision)
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return kernels.forward(x, weight, bias, out_shape, stride, padding, dilation, groups, precision)
+        with _launch_device(x):
+            return kernels.forward(x, weight, bias, out_shape, stride, padding, dilation, groups, precision)
 
     @staticmethod
     @once_differentiable
@@ -96,12 +103,13 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups, precision = ctx.conv
         gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = kernels.grad_input(grad_y, weight, x, stride, padding, dilation, groups, precision)
-        if ctx.needs_input_grad[1]:
-            gw = kernels.grad_weight(x, grad_y, weight, stride, padding, dilation, groups, precision)
-        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-            gb = kernels.grad_bias(grad_y, ctx.bias_dtype)
+        with _launch_device(grad_y):
+            if ctx.needs_input_grad[0]:
+                gx = kernels.grad_input(grad_y, weight, x, stride, padding, dilation, groups, precision)
+            if ctx.needs_input_grad[1]:
+                gw = kernels.grad_weight(x, grad_y, weight, stride, padding, dilation, groups, precision)
+            if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+                gb = kernels.grad_bias(grad_y, ctx.bias_dtype)
         return gx, gw, gb, None, None, None, None, None, None
 
 
