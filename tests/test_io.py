@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import multiprocessing
 import struct
 import threading
 import warnings
@@ -225,6 +226,22 @@ def test_concurrent_writers_never_corrupt_the_file(tmp_path):
         t.join()
     values = np.unique(load_volume(target).data)
     assert len(values) == 1 and values[0] in range(4)
+    assert _leftovers(tmp_path) == []
+
+
+def test_concurrent_processes_never_corrupt_the_file(tmp_path):
+    """Two processes (as two `app.infer` runs on one output folder) write the same file: one complete file wins."""
+    target = tmp_path / "same.nii.gz"
+    ctx = multiprocessing.get_context("fork")
+    datas = [np.full((32, 32, 32), float(i), np.float32) for i in range(2)]
+    procs = [ctx.Process(target=save_volume, args=(target, d, np.eye(4))) for d in datas]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    values = np.unique(load_volume(target).data)
+    assert len(values) == 1 and values[0] in (0.0, 1.0)
     assert _leftovers(tmp_path) == []
 
 
