@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from monai.metrics import MSEMetric, SSIMMetric
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from app.nn.unet import SRUNet, upsample_backend
 
@@ -71,11 +72,13 @@ class SRLightningModule(L.LightningModule):
         self.loss_fn = LOSSES[loss]()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.data_range = data_range
-        # per-patch values accumulated over an epoch, for the SR output and the trilinear baseline
+        # per-patch metrics (used per batch, no state kept) for the SR output and the trilinear baseline
         self.metrics = {
             f"{kind}{suffix}": MSEMetric() if kind == "mse" else SSIMMetric(3, data_range=data_range)
             for kind in ("mse", "ssim") for suffix in ("", "_trilinear")
         }
+        # this rank's epoch sums of per-patch values (and "loss"), plus the patch count; summed over ranks at epoch end
+        self._sums: dict[str, torch.Tensor] = {}
         self._montage_batch: dict[str, torch.Tensor] | None = None
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
@@ -89,50 +92,74 @@ class SRLightningModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["hr"].shape[0])
         return loss
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _is_padding(self, stage: str, batch_idx: int) -> bool:
+        """True for an eval batch that Lightning's ``DistributedSampler`` (no shuffle, batch size 1) added only to
+        give every rank the same number of batches: it repeats an item another rank evaluates.
+
+        Such a batch still runs (every rank must take part in the same collectives) but is not counted, so the
+        per-case numbers are those of each val/test volume exactly once, whatever the world size."""
+        loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or sampler.shuffle or getattr(loader, "batch_size", None) != 1:
+            return False
+        return sampler.rank + batch_idx * sampler.num_replicas >= len(sampler.dataset)
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str, batch_idx: int) -> torch.Tensor:
         lr, hr = batch["lr"].float(), batch["hr"].float()
         sr = self(lr).float()
+        if self._is_padding(stage, batch_idx):
+            return sr
+        values = {"loss": self.loss_fn(sr, hr).detach() * hr.shape[0]}  # patches have one size: batch mean x count
         with torch.autocast(device_type=self.device.type, enabled=False):  # metrics in fp32 under bf16-mixed
             trilinear = F.interpolate(lr, scale_factor=tuple(self.scale), mode="trilinear", align_corners=False)
             for name, metric in self.metrics.items():
-                metric(trilinear if name.endswith("_trilinear") else sr, hr)
-        self.log(f"{stage}/loss", self.loss_fn(sr, hr), batch_size=hr.shape[0], sync_dist=True)
+                values[name] = metric(trilinear if name.endswith("_trilinear") else sr, hr).sum()
+                metric.reset()
+        values["count"] = torch.tensor(float(hr.shape[0]), device=hr.device)
+        for name, value in values.items():
+            self._sums[name] = self._sums.get(name, 0.0) + value.double()
         return sr
 
     def _log_metrics(self, stage: str) -> None:
-        """Log the epoch's SSIM (mean over patches) and PSNR of the pooled MSE (finite on empty patches, unlike
-        a mean of per-patch PSNRs), gathered over ranks by MONAI; then reset the accumulators."""
-        for name, metric in self.metrics.items():
-            if metric.get_buffer() is not None:
-                value = metric.aggregate().item()
-                if name.startswith("mse"):
-                    name, value = name.replace("mse", "psnr"), 10.0 * math.log10(self.data_range**2 / max(value, 1e-12))
-                self.log(f"{stage}/{name}", value, prog_bar=name == "psnr", sync_dist=True)
-            metric.reset()
+        """Log the epoch's loss and SSIM (means over patches) and PSNR of the pooled MSE (finite on empty patches,
+        unlike a mean of per-patch PSNRs), with the sums taken over all ranks; then reset the sums."""
+        names = ["count", "loss", *self.metrics]
+        local = torch.stack([torch.as_tensor(self._sums.get(n, 0.0), dtype=torch.float64, device=self.device)
+                             for n in names])
+        self._sums = {}
+        total = dict(zip(names, self.trainer.strategy.reduce(local, reduce_op="sum").tolist()))
+        if total["count"] == 0:
+            return
+        for name in names[1:]:
+            value = total[name] / total["count"]
+            if name.startswith("mse"):
+                name, value = name.replace("mse", "psnr"), 10.0 * math.log10(self.data_range**2 / max(value, 1e-12))
+            # the value is already the same on every rank; sync_dist only keeps Lightning's epoch-level check quiet
+            self.log(f"{stage}/{name}", value, prog_bar=name == "psnr", sync_dist=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        sr = self._evaluate(batch, "val")
+        sr = self._evaluate(batch, "val", batch_idx)
         if batch_idx == 0:
             self._montage_batch = {"lr": batch["lr"][0].float().cpu(), "sr": sr[0].cpu(), "hr": batch["hr"][0].float().cpu()}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, "test", batch_idx)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
-        if self._montage_batch is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        fig = slice_montage(scale=self.scale, **self._montage_batch)
+        montage, self._montage_batch = self._montage_batch, None
+        if montage is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return  # only rank 0 writes montages
+        fig = slice_montage(scale=self.scale, **montage)
         out = Path(self.trainer.default_root_dir) / "montages" / f"val_epoch{self.current_epoch:03d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=80)
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure("val/montage", fig, global_step=self.global_step)
-        self._montage_batch = None
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
