@@ -49,10 +49,9 @@ if str(REPO) not in sys.path:
 
 import triton  # noqa: E402
 import triton.testing  # noqa: E402
-from triton.runtime.autotuner import Autotuner  # noqa: E402
 
 import app.kernels as ops  # noqa: E402
-from bench_env import environment  # noqa: E402
+from bench_env import autotuners, environment, pinned_configs  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BOUNDS = {"fp32": 2e-3, "bf16": 2e-2}
@@ -115,28 +114,6 @@ def load_seed():
 
 
 SEED_MODULE = load_seed()
-
-
-def _autotuners() -> list[Autotuner]:
-    """Every Triton autotuner of the op (app.kernels modules) and of the seed kernel."""
-    found: list[Autotuner] = []
-    modules = [m for n, m in list(sys.modules.items()) if n == "app.kernels" or n.startswith("app.kernels.")]
-    for module in modules + [SEED_MODULE]:
-        found += [v for v in vars(module).values() if isinstance(v, Autotuner) and v not in found]
-    return found
-
-
-@contextlib.contextmanager
-def pinned_configs(index: int) -> Iterator[None]:
-    """Pin every autotuner to its configuration ``index`` (modulo its count): no benchmarking."""
-    saved = [(tuner, tuner.configs) for tuner in _autotuners()]
-    try:
-        for tuner, configs in saved:
-            tuner.configs = [configs[index % len(configs)]]
-        yield
-    finally:
-        for tuner, configs in saved:
-            tuner.configs = configs
 
 
 def interpreter() -> bool:
@@ -233,9 +210,9 @@ def precompile(unit: tuple[Shape, str, str]) -> None:
     device = torch.device(device_name)
     prob = Problem(shape, DTYPES[dtype_name], device)
     # under the interpreter nothing is compiled or tuned: one pass only exercises this path
-    count = 1 if interpreter() else max((len(t.configs) for t in _autotuners()), default=1)
+    count = 1 if interpreter() else max((len(t.configs) for t in autotuners([SEED_MODULE])), default=1)
     for index in range(count):
-        with pinned_configs(index):
+        with pinned_configs(index, [SEED_MODULE]):
             for layout in LAYOUTS:
                 prob.fn("ours", "fwd", layout)()
                 prob.fn("ours", "fwdbwd", layout)()

@@ -1,11 +1,16 @@
-"""The card and software versions every benchmark and GPU check records (imported by the scripts beside it)."""
+"""Shared by the GPU check and the benchmarks beside it: the environment record and autotune pinning."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
+import sys
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 
 import torch
 import triton
+from triton.runtime.autotuner import Autotuner
 
 from app.kernels import backend_name
 
@@ -23,3 +28,29 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def autotuners(extra_modules: Sequence[ModuleType] = ()) -> list[Autotuner]:
+    """Every Triton autotuner defined in the ``app.kernels`` modules and in ``extra_modules``."""
+    modules = [m for n, m in list(sys.modules.items()) if n == "app.kernels" or n.startswith("app.kernels.")]
+    found: list[Autotuner] = []
+    for module in [*modules, *extra_modules]:
+        found += [v for v in vars(module).values() if isinstance(v, Autotuner) and v not in found]
+    return found
+
+
+@contextlib.contextmanager
+def pinned_configs(index: int | None, extra_modules: Sequence[ModuleType] = ()) -> Iterator[None]:
+    """Pin every autotuner to its configuration ``index`` (modulo its count): no benchmarking and one compilation
+    per kernel. ``None`` leaves autotuning on."""
+    if index is None:
+        yield
+        return
+    saved = [(tuner, tuner.configs) for tuner in autotuners(extra_modules)]
+    try:
+        for tuner, configs in saved:
+            tuner.configs = [configs[index % len(configs)]]
+        yield
+    finally:
+        for tuner, configs in saved:
+            tuner.configs = configs

@@ -27,7 +27,6 @@ Exit status: 0 when every check passes, 1 on any failure, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -36,7 +35,6 @@ import random
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,11 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from triton.runtime.autotuner import Autotuner  # noqa: E402
 from triton.runtime.errors import OutOfResources  # noqa: E402
 
 import app.kernels as ops  # noqa: E402
-from bench_env import environment  # noqa: E402
+from bench_env import autotuners, environment, pinned_configs  # noqa: E402
 
 Triple = tuple[int, int, int]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -208,32 +205,6 @@ def decoder_tasks(smoke: bool, seed: int) -> list[list[Case]]:
 # --------------------------------------------------------------------------------------------------------
 # Running one case
 # --------------------------------------------------------------------------------------------------------
-def _autotuners() -> list[Autotuner]:
-    """Every Triton autotuner defined in the ``app.kernels`` modules."""
-    found = []
-    for name, module in list(sys.modules.items()):
-        if name == "app.kernels" or name.startswith("app.kernels."):
-            found += [v for v in vars(module).values() if isinstance(v, Autotuner) and v not in found]
-    return found
-
-
-@contextlib.contextmanager
-def pinned_configs(index: int | None) -> Iterator[None]:
-    """Pin every autotuner of the op to its configuration ``index`` (modulo its count): no benchmarking and one
-    compilation per kernel. ``None`` leaves autotuning on."""
-    if index is None:
-        yield
-        return
-    saved = [(tuner, tuner.configs) for tuner in _autotuners()]
-    try:
-        for tuner, configs in saved:
-            tuner.configs = [configs[index % len(configs)]]
-        yield
-    finally:
-        for tuner, configs in saved:
-            tuner.configs = configs
-
-
 def _poison(nbytes: int, device: torch.device) -> None:
     """Leave a block of NaN bytes (0xFF: NaN in fp32, bf16 and fp16) in the CUDA caching allocator, so that the
     next allocation of this size (the op's output) starts as NaN. Best effort; no-op on the CPU."""
@@ -677,7 +648,7 @@ def main() -> int:
         "bounds": {**BOUNDS, **{f"fp32-{p}": EXACT_BOUND for p in EXACT_PRECISIONS}},
         "settings": {"seed": args.seed, "random_cases": n_random, "geometries": geometries, "workers": workers,
                      "random_cases_autotune": "pinned per geometry, rotating over each autotuner's configs",
-                     "autotuners_found": len(_autotuners())},
+                     "autotuners_found": len(autotuners())},
         "coverage": coverage(cases),
         "summary": summary,
         "large": large,
