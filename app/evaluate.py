@@ -2,7 +2,7 @@
 
 For each HR volume (RAS-closest voxel order, cropped to a multiple of the scale) the LR input is
 simulated with the checkpoint's nominal degradation (or read from a paired LR file); every method
-(each checkpoint through ``app.infer.super_resolve``, nearest, trilinear, cubic B-spline) upsamples the
+(each checkpoint through ``app.infer.super_resolve``, with the same ``tta``, nearest, trilinear, cubic B-spline) upsamples the
 same LR, and PSNR/SSIM are measured against the HR with one fixed data range per case. Writes a
 per-case CSV, a JSON summary, plots and an HTML report to ``out_dir``.
 """
@@ -214,7 +214,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     settings = {"scale": scale, "degradation": degradation if cfg.lr is None else "paired LR files",
                 "data_range": cfg.data_range if cfg.data_range is not None else "per case: HR max - min",
                 "mask": f"HR > min + {cfg.mask_fraction} x range, holes filled",
-                "ssim": "3D Gaussian window 7, sigma 1.5", "failed": failed}
+                "ssim": "3D Gaussian window 7, sigma 1.5", "tta": cfg.tta, "failed": failed}
     summary, report = write_report(out_dir, rows, list(models), list(BASELINES), settings)
     return summary, {"rows": rows, "report": report, "failed": failed}
 

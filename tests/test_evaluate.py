@@ -115,3 +115,21 @@ def test_simulated_noise_is_in_scaled_units_like_training(tmp_path):
     lo, hi = np.percentile(clean.lr, [0.5, 99.5])
     assert np.std(noisy.lr - clean.lr) == pytest.approx(0.05 * (hi - lo), rel=0.1)
     np.testing.assert_array_equal(noisy.hr, clean.hr)
+
+
+def test_tta_flip_goes_through_the_inference_path(tmp_path, ckpt, torch_cpu_ops, monkeypatch):
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    write_nifti(folder / "a.nii.gz", smooth_volume((8, 6, 8), seed=1))
+    seen = []
+    real = infer._sliding_window
+    monkeypatch.setattr(infer, "_sliding_window", lambda *a, **k: seen.append(a[2].tta) or real(*a, **k))
+    runs = {tta: evaluate.run(eval_cfg(hr=folder, ckpt=ckpt, out_dir=tmp_path / tta, roi_size="[4,4,4]", tta=tta))
+            for tta in ("none", "flip")}
+    assert seen == ["none", "flip"]
+    assert json.loads((tmp_path / "flip" / "summary.json").read_text())["settings"]["tta"] == "flip"
+    psnr = {tta: next(r["psnr"] for r in objects["rows"] if r["method"] == "tiny") for tta, (_, objects) in runs.items()}
+    assert psnr["none"] != psnr["flip"]
+    with pytest.raises(ValueError, match="tta must be one of"):
+        evaluate.run(eval_cfg(hr=folder, ckpt=ckpt, out_dir=tmp_path / "bad", tta="mirror"))
+    assert not (tmp_path / "bad").exists()

@@ -227,7 +227,7 @@ def test_refuses_to_overwrite_its_input(tmp_path, ckpt):
 def test_cuda_oom_retries_with_cpu_stitching_then_fails_clearly(monkeypatch):
     calls = []
 
-    def fake(model, x, window, stitch, sw_batch_size):
+    def fake(model, x, window, stitch, sw_batch_size, uncertainty=False):
         calls.append((stitch.type, sw_batch_size))
         if len(calls) == 1 or fail_again:
             raise torch.OutOfMemoryError("simulated")
@@ -275,3 +275,94 @@ def test_full_disk_fails_the_file_before_inference(tmp_path, ckpt, monkeypatch):
     counts, objects = infer.run(infer_cfg(input=src, output=tmp_path / "out", ckpt=ckpt))
     assert counts["failed"] == 1 and "MiB free" in objects["records"][0]["error"]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# --- test-time flip averaging and the uncertainty map -------------------------------------------------------------
+
+
+def test_flip_tta_keeps_shape_and_geometry(tmp_path, ckpt, torch_cpu_ops):
+    affine = oblique_lps_affine(spacing=(0.9, 1.3, 2.5))
+    src = write_nifti(tmp_path / "a.nii.gz", smooth_volume((9, 7, 6), seed=5), affine, code=2)
+    common = {"input": src, "ckpt": ckpt, "roi_size": "[4,4,4]"}
+    infer.run(infer_cfg(output=tmp_path / "none", **common))
+    counts, _ = infer.run(infer_cfg(output=tmp_path / "flip", tta="flip", **common))
+    assert counts == {"written": 1, "skipped": 0, "failed": 0}
+    plain, flip = nib.load(tmp_path / "none" / "a.nii.gz"), nib.load(tmp_path / "flip" / "a.nii.gz")
+    assert flip.shape == plain.shape and flip.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(flip.affine, plain.affine)
+    np.testing.assert_array_equal(flip.header.get_qform(), plain.header.get_qform())
+    assert int(flip.header["sform_code"]) == 2 and int(flip.header["qform_code"]) == 2
+    a, b = plain.get_fdata(), flip.get_fdata()
+    assert np.isfinite(b).all() and not np.allclose(a, b)  # a random net is not flip-equivariant
+    assert not (tmp_path / "flip" / "a_uncertainty.nii.gz").exists()
+
+
+def test_flip_tta_of_an_equivariant_net_changes_nothing(tmp_path, trilinear_ckpt, torch_cpu_ops):
+    """Zeroed detail path = pure trilinear, which commutes with flips: TTA mean = plain output, spread ~ 0."""
+    data = smooth_volume((10, 8, 6), seed=3)
+    src = write_nifti(tmp_path / "a.nii", data, oblique_lps_affine())
+    common = {"input": src, "ckpt": trilinear_ckpt, "roi_size": "[4,4,4]", "overlap": 0.5}
+    infer.run(infer_cfg(output=tmp_path / "none", **common))
+    infer.run(infer_cfg(output=tmp_path / "flip", tta="flip", uncertainty=True, **common))
+    plain = nib.load(tmp_path / "none" / "a.nii").get_fdata()
+    flip = nib.load(tmp_path / "flip" / "a.nii").get_fdata()
+    np.testing.assert_allclose(flip, plain, atol=1e-5 * np.abs(plain).max())
+    unc = nib.load(tmp_path / "flip" / "a_uncertainty.nii").get_fdata()
+    assert unc.shape == plain.shape and np.isfinite(unc).all() and unc.min() >= 0
+    assert unc.max() < 1e-5 * np.abs(plain).max()
+
+
+def test_uncertainty_map_beside_the_output(tmp_path, ckpt, torch_cpu_ops):
+    affine = oblique_lps_affine(spacing=(0.9, 1.3, 2.5))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_nifti(folder / "a.nii.gz", 1000 * smooth_volume((9, 7, 6), seed=1), affine, code=2)
+    write_nifti(folder / "b.nii.gz", smooth_volume((6, 4, 4), seed=2))
+    out = tmp_path / "out"
+    cfg = infer_cfg(input=folder, output=out, ckpt=ckpt, roi_size="[4,4,4]", tta="flip", uncertainty=True)
+    counts, objects = infer.run(cfg)
+    assert counts == {"written": 2, "skipped": 0, "failed": 0}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.nii.gz", "a_uncertainty.nii.gz", "b.nii.gz", "b_uncertainty.nii.gz"]
+    assert objects["records"][0]["uncertainty"] == str(out / "a_uncertainty.nii.gz")
+    sr, unc = nib.load(out / "a.nii.gz"), nib.load(out / "a_uncertainty.nii.gz")
+    assert unc.shape == sr.shape and unc.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(unc.affine, sr.affine)
+    np.testing.assert_array_equal(unc.header.get_qform(), sr.header.get_qform())
+    assert int(unc.header["sform_code"]) == 2 and int(unc.header["qform_code"]) == 2
+    u = unc.get_fdata()
+    assert np.isfinite(u).all() and u.min() >= 0 and u.max() > 0
+    # in the input's units: a x1000 input gives a spread ~1000x that of a unit-range one of the same net
+    assert u.mean() > 1.0
+    assert _partials(out) == []
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    counts, _ = infer.run(cfg)
+    assert counts == {"written": 0, "skipped": 2, "failed": 0}
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    counts, _ = infer.run(infer_cfg(input=folder, output=out, ckpt=ckpt, roi_size="[4,4,4]", tta="flip",
+                                    uncertainty=True, overwrite=True))
+    assert counts == {"written": 2, "skipped": 0, "failed": 0}
+    assert all(p.stat().st_mtime_ns != mtimes[p.name] for p in out.iterdir())
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"uncertainty": True}, "uncertainty=true needs tta=flip"),
+    ({"tta": "rotate"}, "tta must be one of"),
+    ({"tta": "flip", "uncertainty": "maybe"}, "uncertainty must be true or false"),
+])
+def test_bad_tta_settings_fail_before_any_work(tmp_path, ckpt, monkeypatch, override, message):
+    src = write_nifti(tmp_path / "a.nii.gz", smooth_volume((4, 4, 4)))
+    monkeypatch.setattr(infer, "load_sr_model", lambda *a, **k: pytest.fail("model loaded before config check"))
+    with pytest.raises(ValueError, match=message):
+        infer.run(infer_cfg(input=src, output=tmp_path / "out", ckpt=ckpt, **override))
+    assert not (tmp_path / "out").exists()
+
+
+def test_uncertainty_map_may_not_overwrite_an_input(tmp_path, ckpt):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_nifti(folder / "a.nii.gz", smooth_volume((4, 4, 4)))
+    write_nifti(folder / "a_uncertainty.nii.gz", smooth_volume((4, 4, 4)))
+    with pytest.raises(infer.InferenceError, match="uncertainty map"):
+        infer.run(infer_cfg(input=folder, output=tmp_path / "out", ckpt=ckpt, tta="flip", uncertainty=True))
