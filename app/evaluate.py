@@ -14,7 +14,6 @@ import json
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
 from app.baselines import BASELINES
+from app.cli import one_line_errors
 from app.data.degradation import simulate_lr
 from app.data.intensity import percentile_apply, percentile_scale, percentile_unscale
 from app.infer import (
     InferenceError,
     resolve_checkpoint,
-    show_warning_one_line,
     super_resolve,
     window_settings,
 )
@@ -222,15 +221,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """CLI: prints the report path and each model's gain over B-spline; exit 1 if a case failed."""
-    if not cfg.traceback:
-        warnings.showwarning = show_warning_one_line
-    try:
+    with one_line_errors(cfg.traceback, (InferenceError, NiftiError, ValueError, OSError)):
         summary, objects = run(cfg)
-    except (InferenceError, NiftiError, ValueError, OSError) as exc:
-        if cfg.traceback:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     print(f"report: {objects['report']}")
     for model, gains in summary["gains"].items():
         print(f"{model} vs bspline: {gain_line(gains['bspline'])}")

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 from tqdm import tqdm
 
+from app.cli import one_line_errors
 from app.data.intensity import percentile_scale, percentile_unscale
 from app.io import (
     NiftiError,
@@ -422,27 +422,16 @@ def run(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     return counts, {"records": records, "meta": meta}
 
 
-def show_warning_one_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """``warnings.showwarning`` for CLIs: ``warning: <message>`` on stderr, clear of the progress bar."""
-    tqdm.write(f"warning: {message}", file=sys.stderr)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="infer")
 def main(cfg: DictConfig) -> None:
     """CLI: one line per problem (full traceback with traceback=true); exit 1 if any file failed, 2 if nothing ran."""
-    if not cfg.traceback:
-        warnings.showwarning = show_warning_one_line
-    try:
-        counts, _ = run(cfg)
-    except MissingMandatoryValue as exc:
-        print(f"error: {str(exc).splitlines()[0]}; usage: python -m app.infer input=<file|folder|glob> "
-              "output=<file|folder> [ckpt=<file>]", file=sys.stderr)
-        sys.exit(2)
-    except (InferenceError, NiftiError, ValueError, OSError) as exc:
-        if cfg.traceback:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    with one_line_errors(cfg.traceback, (InferenceError, NiftiError, ValueError, OSError)):
+        try:
+            counts, _ = run(cfg)
+        except MissingMandatoryValue as exc:
+            print(f"error: {str(exc).splitlines()[0]}; usage: python -m app.infer input=<file|folder|glob> "
+                  "output=<file|folder> [ckpt=<file>]", file=sys.stderr)
+            sys.exit(2)
     if counts["failed"]:
         sys.exit(1)
 

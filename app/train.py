@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from app.cli import one_line_errors
 from app.data.datamodule import check_patch_geometry
 from app.nn.checkpoint import CheckpointError, read_checkpoint
 from app.nn.lightning_module import SRLightningModule
@@ -97,13 +97,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns val PSNR for sweepers. A bad ``ckpt_path`` is one line on stderr and exit 2
     (the full traceback with ``traceback=true``)."""
-    try:
+    with one_line_errors(bool(cfg.get("traceback")), (CheckpointError, FileNotFoundError), one_line_warnings=False):
         metrics, _ = run(cfg)
-    except (CheckpointError, FileNotFoundError) as exc:
-        if cfg.get("traceback"):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     return metrics.get("val/psnr")
 
 
