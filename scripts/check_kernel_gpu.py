@@ -14,7 +14,8 @@ precisions, over
     with TF32 off over D-chunks (bf16 inputs and their products are exact in fp32).
 Metric: relative norm error ||out - ref|| / ||ref|| per tensor, and per stride phase of the output (an error
 confined to odd positions, like the seed kernel's, cannot hide in the norm). Outputs must be finite; the CUDA
-caching allocator is poisoned with NaN before each launch so that unwritten elements show up.
+caching allocator is poisoned with NaN before each launch so that unwritten elements show up. Every variant runs
+twice and the second run (the launcher's cached direct-launch path) must equal the first bit for bit.
 
 Random cases run in a pool of worker processes (Triton compilation is the bottleneck), each case with every
 autotuned kernel pinned to one of its configurations (rotating over the configurations with the case's
@@ -309,9 +310,13 @@ def check_variant(case: Case, variant: str, vals: dict[str, torch.Tensor], ref: 
         try:
             with pinned_configs(case.pin):
                 got = run_op(case, vals, device, precision)
+                again = run_op(case, vals, device, precision)
         except OutOfResources as exc:  # a pinned config the autotuner would have skipped
             result["warnings"].append(f"pinned config out of resources ({exc}); autotuned instead")
             got = run_op(case, vals, device, precision)
+            again = run_op(case, vals, device, precision)
+        result["problems"] += [f"{name}: the second (cached-launch) run differs from the first"
+                               for name in TENSORS if name in got and not torch.equal(got[name], again[name])]
         for name in TENSORS:
             if name not in ref:
                 continue

@@ -2,11 +2,14 @@
 """Profile one forward+backward of the Triton ConvTranspose3d (host and device time per op) on a GPU.
 
 python scripts/profile_conv_transpose3d.py [--shape 2,256,128,8] [--kernel 2] [--stride 2] [--dtype bf16]
-Prints torch.profiler's table (sorted by CPU total) and the wall time per call with and without a sync.
+Prints torch.profiler's table (sorted by CPU total) and the wall time per call with and without a sync;
+--cprofile adds the Python functions that take the host time (cProfile, sorted by own time).
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -23,6 +26,7 @@ def main() -> None:
     p.add_argument("--kernel", type=int, default=2)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--cprofile", action="store_true", help="also print the Python host-time profile")
     args = p.parse_args()
     n, c_in, c_out, size = (int(v) for v in args.shape.split(","))
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -53,6 +57,10 @@ def main() -> None:
             step()
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+    if args.cprofile:
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [step() for _ in range(100)])
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
 if __name__ == "__main__":

@@ -85,29 +85,33 @@ def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 class _ConvTranspose3dFunction(torch.autograd.Function):
-    """Forward and backward through the Triton kernels; saves x and weight for the backward pass."""
+    """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and re-laid
+    out tap-major in one copy, which the backward reuses; bias is read in its own dtype. Gradients come back in
+    the dtypes of weight and bias."""
 
     @staticmethod
     @custom_fwd(device_type="cuda")
     def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
-        ctx.save_for_backward(x, weight)
+        w_taps = kernels.tap_major(weight, x.dtype)
+        ctx.save_for_backward(x, w_taps)
         ctx.conv = (stride, padding, dilation, groups, precision)
+        ctx.weight_meta = (weight.shape, weight.dtype)
         ctx.bias_dtype = None if bias is None else bias.dtype
         with _launch_device(x):
-            return kernels.forward(x, weight, bias, out_shape, stride, padding, dilation, groups, precision)
+            return kernels.forward(x, w_taps, bias, out_shape, stride, padding, dilation, groups, precision)
 
     @staticmethod
     @once_differentiable
     @custom_bwd(device_type="cuda")
     def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
+        x, w_taps = ctx.saved_tensors
         stride, padding, dilation, groups, precision = ctx.conv
         gx = gw = gb = None
         with _launch_device(grad_y):
             if ctx.needs_input_grad[0]:
-                gx = kernels.grad_input(grad_y, weight, x, stride, padding, dilation, groups, precision)
+                gx = kernels.grad_input(grad_y, w_taps, x, stride, padding, dilation, groups, precision)
             if ctx.needs_input_grad[1]:
-                gw = kernels.grad_weight(x, grad_y, weight, stride, padding, dilation, groups, precision)
+                gw = kernels.grad_weight(x, grad_y, *ctx.weight_meta, stride, padding, dilation, groups, precision)
             if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
                 gb = kernels.grad_bias(grad_y, ctx.bias_dtype)
         return gx, gw, gb, None, None, None, None, None, None
@@ -140,13 +144,13 @@ def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         if t is not None and t.device != input.device:
             raise RuntimeError(f"Expected input ({input.device}) and {name} ({t.device}) to be on the same device")
     device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        input, weight = input.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
+    w_dtype, b_dtype = weight.dtype, None if bias is None else bias.dtype
+    if torch.is_autocast_enabled(device_type):  # weight and bias are cast inside the op (no separate copies)
+        input = input.to(torch.get_autocast_dtype(device_type))
+        w_dtype, b_dtype = input.dtype, None if bias is None else input.dtype
     out_shape = _checked_output_shape(
-        tuple(input.shape), input.dtype, tuple(weight.shape), weight.dtype,
-        None if bias is None else tuple(bias.shape), None if bias is None else bias.dtype,
+        tuple(input.shape), input.dtype, tuple(weight.shape), w_dtype,
+        None if bias is None else tuple(bias.shape), b_dtype,
         _triple(stride), _triple(padding), _triple(output_padding), int(groups), _triple(dilation),
     )
     stride3, padding3, dilation3 = (tuple(v) * (3 // len(v)) for v in map(_triple, (stride, padding, dilation)))

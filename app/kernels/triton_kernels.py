@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import torch
 import triton
 import triton.language as tl
+from triton import knobs
+from triton.runtime.autotuner import Autotuner
 
 Triple = tuple[int, int, int]
 _INT32_LIMIT = 2**31
@@ -65,11 +68,13 @@ def _fwd_kernel(
     HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """y tile = sum over the taps of one stride phase of x[positions + offset] @ w[tap]; grid (M tiles, groups ·
-    C_out/groups tiles, sD·sH·sW phases). M = N·QD·QH·QW counts the positions q of one phase."""
-    pid_m = tl.program_id(0)
+    """y tile = sum over the taps of one stride phase of x[positions + offset] @ w[tap]; grid (M tiles · phases,
+    groups · C_out/groups tiles). M = N·QD·QH·QW counts the positions q of one phase. The sD·sH·sW phases of an M
+    tile are neighbouring programs: they read the same x rows (from L2 after the first) and fill each other's
+    interleaved output sectors while those are still in L2."""
+    pid_m = tl.program_id(0) // (SD * SH * SW)
+    pid_p = tl.program_id(0) % (SD * SH * SW)
     pid_n = tl.program_id(1)
-    pid_p = tl.program_id(2)
     rw = pid_p % SW
     rh = (pid_p // SW) % SH
     rd = pid_p // (SW * SH)
@@ -221,7 +226,8 @@ def _bwd_weight_kernel(
 ):
     """Split-K partial of grad_w[ci, co, k] = sum_{n, i} x[n, ci, i] · grad_y[n, co, i·s − p + k·d].
     Grid (groups · ci tiles · co tiles, kD·kH·kW taps, splits); split z sums input positions
-    [z·CHUNK, (z+1)·CHUNK) of P = N·D·H·W into part[z, tap, ci, co] (fp32; fp64 for fp64). Deterministic."""
+    [z·CHUNK, (z+1)·CHUNK) of P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64).
+    Deterministic."""
     pid_t = tl.program_id(0)
     tap = tl.program_id(1)
     split = tl.program_id(2)
@@ -269,47 +275,11 @@ def _bwd_weight_kernel(
         b = tl.load(g_row[:, None] + co_glob[None, :] * sgc, mask=o_ok[:, None] & co_ok[None, :], other=0.0)
         acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
     if INDEX_64:
-        base = (split.to(tl.int64) * (KD * KH * KW) + tap) * C_IN * C_OUT_G
+        base = split.to(tl.int64) * C_IN * C_OUT_G * (KD * KH * KW) + tap
     else:
-        base = (split * (KD * KH * KW) + tap) * C_IN * C_OUT_G
-    tl.store(part_ptr + base + ci_glob[:, None] * C_OUT_G + co[None, :], acc,
+        base = split * C_IN * C_OUT_G * (KD * KH * KW) + tap
+    tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * (KD * KH * KW), acc,
              mask=ci_ok[:, None] & co_ok[None, :])
-
-
-@triton.jit
-def _bwd_bias_kernel(
-    g_ptr, part_ptr, P, CHUNK, C_OUT, OD, OH, OW,
-    sgn, sgc, sgd, sgh, sgw,
-    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """Split partial of grad_b[c] = sum_{n, o} grad_y[n, c, o]; grid (C_out tiles, splits) -> part[z, c]."""
-    pid_c = tl.program_id(0)
-    split = tl.program_id(1)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < C_OUT
-    if INDEX_64:  # channel index x channel stride can pass 2^31 too
-        c = c.to(tl.int64)
-    if IS_FP64:
-        acc = tl.zeros((BLOCK_C,), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    if INDEX_64:
-        start = split.to(tl.int64) * CHUNK
-    else:
-        start = split * CHUNK
-    for p0 in range(0, CHUNK, BLOCK_P):
-        p = start + p0 + tl.arange(0, BLOCK_P)
-        o_w = p % OW
-        t = p // OW
-        o_h = t % OH
-        t = t // OH
-        o_d = t % OD
-        n = t // OD
-        p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
-        row = g_ptr + n * sgn + o_d * sgd + o_h * sgh + o_w * sgw
-        v = tl.load(row[:, None] + c[None, :] * sgc, mask=p_ok[:, None] & c_ok[None, :], other=0.0)
-        acc += tl.sum(v.to(acc.dtype), axis=0)
-    tl.store(part_ptr + split * C_OUT + c, acc, mask=c_ok)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -322,6 +292,7 @@ _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in [
         (64, 32, 32, 4, 3), (128, 64, 32, 4, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
+        (128, 32, 32, 4, 4), (128, 16, 32, 4, 3),  # narrow C_out (the U-Net's last decoder layers, shapes a, c)
     ]
 ]
 _WGRAD_CONFIGS = [
@@ -330,7 +301,6 @@ _WGRAD_CONFIGS = [
 _WGRAD_TILE = 64  # BLOCK_CI = BLOCK_CO: fixed so that the split count does not depend on the tuned config
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
-_BIAS_BLOCKS = {"BLOCK_P": 64, "BLOCK_C": 32}
 
 _fwd_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_fwd_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
@@ -339,14 +309,74 @@ _bwd_weight_tuned = triton.autotune(
 )(_bwd_weight_kernel)
 
 
-def _launch(kernel, tuned, grid: Callable[[dict], tuple[int, ...]], args: Sequence, consts: dict,
-            fixed: dict | None) -> None:
-    """Launch ``tuned`` (autotuned) on a GPU, or ``kernel`` with the fixed block sizes ``fixed`` when the
-    interpreter is active or a fixed configuration is required (fp64)."""
-    if fixed is not None:
-        kernel[grid(fixed)](*args, **consts, **fixed)
-    else:
-        tuned[grid](*args, **consts)
+def _launch_hooks_active() -> bool:
+    """Whether a Triton launch hook (a profiler such as Proton) is installed: such launches take Triton's path."""
+    runtime = knobs.runtime
+    return any(h is not None and getattr(h, "calls", True) for h in (runtime.launch_enter_hook,
+                                                                      runtime.launch_exit_hook))
+
+
+class _Launcher:
+    """Launches one kernel: its autotuner on a GPU, or the kernel with fixed block sizes (interpreter, fp64).
+
+    The first launch of an argument signature (every int argument, the constexprs, the fixed block sizes, the
+    tensors' dtypes and 16-byte alignment, the device, the autotuner's config list) goes through Triton, which
+    tunes, specialises and compiles. Later launches of that signature call the compiled kernel directly with the
+    same arguments, skipping the autotuner's and the JIT's per-call Python (0.1-0.3 ms per launch on a busy host,
+    more than the GPU time of a small layer). The interpreter, and Triton launch hooks, always take Triton's path.
+    ``args`` are the kernel's positional arguments, its ``n_tensors`` tensors first."""
+
+    _MAX_PLANS = 4096
+
+    def __init__(self, kernel: triton.JITFunction, tuned: Autotuner, n_tensors: int) -> None:
+        self.kernel, self.tuned, self.n_tensors = kernel, tuned, n_tensors
+        self.plans: dict[tuple, tuple] = {}
+
+    def __call__(self, grid: Callable[[dict], tuple[int, ...]], args: tuple, consts: dict, fixed: dict | None) -> None:
+        if interpreter_active() or _launch_hooks_active():
+            self._triton_launch(grid, args, consts, fixed)
+            return
+        tensors = args[:self.n_tensors]
+        device = torch.cuda.current_device()
+        key = (device, args[self.n_tensors:], tuple(consts.values()), fixed and tuple(fixed.values()),
+               tuple((t.dtype, t.data_ptr() % 16 == 0) for t in tensors))
+        plan = self.plans.get(key)
+        if plan is None or plan[0] is not self.tuned.configs:
+            compiled, blocks = self._triton_launch(grid, args, consts, fixed)
+            if compiled is not None:
+                if len(self.plans) >= self._MAX_PLANS:
+                    self.plans.clear()
+                values = {**dict(zip(self.kernel.arg_names, args)), **consts, **blocks}
+                rest = tuple(values[name] for name in self.kernel.arg_names[self.n_tensors:])
+                self.plans[key] = (self.tuned.configs, compiled, (*grid(blocks), 1, 1)[:3], rest)
+            return
+        _, compiled, (gx, gy, gz), rest = plan
+        stream = triton.runtime.driver.active.get_current_stream(device)
+        compiled.run(gx, gy, gz, stream, compiled.function, compiled.packed_metadata, None, None, None,
+                     *tensors, *rest)
+
+    def _triton_launch(self, grid: Callable[[dict], tuple[int, ...]], args: tuple, consts: dict,
+                       fixed: dict | None) -> tuple[object, dict]:
+        """Launch through Triton; the compiled kernel (None under the interpreter) and its block sizes."""
+        if fixed is not None:
+            compiled = self.kernel[grid(fixed)](*args, **consts, **fixed)
+            blocks = fixed
+        else:
+            compiled = self.tuned[grid](*args, **consts)
+            blocks = self.tuned.best_config.kwargs
+        if hasattr(compiled, "result"):  # an asynchronous compilation's future
+            compiled = compiled.result()
+        return (compiled if hasattr(compiled, "packed_metadata") else None), blocks
+
+
+_fwd = _Launcher(_fwd_kernel, _fwd_tuned, n_tensors=4)
+_bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
+_bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=3)
+
+
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for host ints (``triton.cdiv`` is a slower constexpr function in recent Triton)."""
+    return -(-a // b)
 
 
 def _fixed_gemm_config(dtype: torch.dtype) -> dict | None:
@@ -375,7 +405,7 @@ def _dtype_flags(dtype: torch.dtype, precision: str) -> dict:
             "UPCAST": dtype == torch.bfloat16 and interpreter_active()}
 
 
-def _geometry(kernel: Triple, stride: Triple, padding: Triple, dilation: Triple) -> dict:
+def _geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple) -> dict:
     names = ("D", "H", "W")
     consts = {}
     for prefix, values in (("K", kernel), ("S", stride), ("P", padding), ("D", dilation)):
@@ -383,21 +413,39 @@ def _geometry(kernel: Triple, stride: Triple, padding: Triple, dilation: Triple)
     return consts
 
 
+@lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _split_count(positions: int, programs: int, device: torch.device) -> int:
     """How many chunks a reduction over ``positions`` is split into so that ~4 waves of programs fill the GPU."""
     if interpreter_active() or device.type != "cuda":
-        return max(1, min(2, triton.cdiv(positions, 64)))
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    want = triton.cdiv(4 * sms, max(programs, 1))
-    return max(1, min(want, triton.cdiv(positions, 256), 128))
+        return max(1, min(2, _cdiv(positions, 64)))
+    want = _cdiv(4 * _sm_count(device.index), max(programs, 1))
+    return max(1, min(want, _cdiv(positions, 256), 128))
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous()
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Launchers: validated, shaped arguments in, freshly allocated results out.
 # ----------------------------------------------------------------------------------------------------------
+def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """weight (C_in, C_out/g, kD, kH, kW) cast to ``dtype`` and stored tap-major, (kD, kH, kW, C_in, C_out/g)
+    contiguous, viewed back in weight's shape: the kernels index it through its strides, and one tap's
+    [C_in, C_out] block is contiguous for the forward's and grad_input's weight tiles. One copy (none if weight
+    is already so)."""
+    return weight.permute(2, 3, 4, 0, 1).to(dtype, memory_format=torch.contiguous_format).permute(3, 4, 0, 1, 2)
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
             stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
-    """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W); y keeps x's memory format (channels_last_3d or not)."""
+    """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W) and weight (C_in, C_out/g, kD, kH, kW) of x's dtype
+    (any strides; ``tap_major`` is the fast layout); bias (C_out,) of any float dtype. y keeps x's memory format
+    (channels_last_3d or not)."""
     fmt = torch.channels_last_3d if _is_channels_last(x) else torch.contiguous_format
     y = _empty(out_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     if y.numel() == 0:
@@ -405,23 +453,21 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     n, c_in = x.shape[:2]
     c_out_g = weight.shape[1]
     od, oh, ow = out_shape[2:]
-    qd, qh, qw = (triton.cdiv(o, s) for o, s in zip((od, oh, ow), stride))
+    qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
     m = n * qd * qh * qw
-    # (kD, kH, kW, C_in, C_out/g) storage: a [BLOCK_K, BLOCK_N] weight tile is contiguous along C_out.
-    w = weight.permute(2, 3, 4, 0, 1).contiguous().permute(3, 4, 0, 1, 2)
     phases = stride[0] * stride[1] * stride[2]
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), groups * triton.cdiv(c_out_g, meta["BLOCK_N"]), phases)
-    args = (x, w, bias.contiguous() if bias is not None else w, y, m, *x.shape[2:], od, oh, ow, qd, qh, qw,
-            c_in // groups, c_out_g, *x.stride(), *w.stride(), *y.stride())
+    grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]) * phases, groups * _cdiv(c_out_g, meta["BLOCK_N"]))
+    args = (x, weight, bias.contiguous() if bias is not None else weight, y, m, *x.shape[2:], od, oh, ow, qd, qh,
+            qw, c_in // groups, c_out_g, *x.stride(), *weight.stride(), *y.stride())
     consts = {**_geometry(weight.shape[2:], stride, padding, dilation), "HAS_BIAS": bias is not None,
               "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
-    _launch(_fwd_kernel, _fwd_tuned, grid, args, consts, _fixed_gemm_config(x.dtype))
+    _fwd(grid, args, consts, _fixed_gemm_config(x.dtype))
     return y
 
 
 def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_like: torch.Tensor, stride: Triple,
                padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
-    """grad_x shaped and formatted like ``x_like``."""
+    """grad_x shaped and formatted like ``x_like``; weight of grad_y's dtype, any strides (``tap_major``)."""
     fmt = torch.channels_last_3d if _is_channels_last(x_like) else torch.contiguous_format
     gx = _empty(x_like.shape, device=grad_y.device, dtype=grad_y.dtype, memory_format=fmt)
     if gx.numel() == 0:
@@ -429,64 +475,46 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_like: torch.Tensor,
     n, c_in, d, h, w_ = x_like.shape
     c_out_g = weight.shape[1]
     m = n * d * h * w_
-    # (kD, kH, kW, C_out/g, C_in) storage: a [BLOCK_K, BLOCK_N] weight tile is contiguous along C_in.
-    w = weight.permute(2, 3, 4, 1, 0).contiguous().permute(4, 3, 0, 1, 2)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), groups * triton.cdiv(c_in // groups, meta["BLOCK_N"]))
-    args = (grad_y, w, gx, m, d, h, w_, *grad_y.shape[2:], c_in // groups, c_out_g,
-            *grad_y.stride(), *w.stride(), *gx.stride())
+    grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(c_in // groups, meta["BLOCK_N"]))
+    args = (grad_y, weight, gx, m, d, h, w_, *grad_y.shape[2:], c_in // groups, c_out_g,
+            *grad_y.stride(), *weight.stride(), *gx.stride())
     consts = {**_geometry(weight.shape[2:], stride, padding, dilation), "INDEX_64": _needs_int64(grad_y, gx),
               **_dtype_flags(grad_y.dtype, precision)}
-    _launch(_bwd_input_kernel, _bwd_input_tuned, grid, args, consts, _fixed_gemm_config(grad_y.dtype))
+    _bwd_input(grid, args, consts, _fixed_gemm_config(grad_y.dtype))
     return gx
 
 
-def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.Tensor, stride: Triple, padding: Triple,
-                dilation: Triple, groups: int, precision: str) -> torch.Tensor:
-    """grad_w (C_in, C_out/g, kD, kH, kW) in weight's dtype, reduced in fp32 split-K partials (deterministic)."""
-    c_in, c_out_g, kd, kh, kw = weight.shape
+def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[int], weight_dtype: torch.dtype,
+                stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
+    """grad_w (C_in, C_out/g, kD, kH, kW) of ``weight_dtype``, reduced in fp32 split-K partials (deterministic)."""
+    c_in, c_out_g, kd, kh, kw = weight_shape
     n, _, d, h, w_ = x.shape
     positions = n * d * h * w_
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     taps = kd * kh * kw
-    if positions == 0 or weight.numel() == 0:
-        return torch.zeros_like(weight)
+    if positions == 0 or c_in * c_out_g * taps == 0:
+        return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype)
     if x.dtype == torch.float64 or interpreter_active():
         tile, fixed = 16, {"BLOCK_P": 16 if x.dtype == torch.float64 else 64}
     else:
         tile, fixed = _WGRAD_TILE, None
-    tiles = groups * triton.cdiv(c_in // groups, tile) * triton.cdiv(c_out_g, tile)
+    tiles = groups * _cdiv(c_in // groups, tile) * _cdiv(c_out_g, tile)
     splits = _split_count(positions, tiles * taps, x.device)
-    chunk = triton.cdiv(positions, splits)
-    part = _empty((splits, taps, c_in, c_out_g), device=x.device, dtype=acc_dtype)
+    chunk = _cdiv(positions, splits)
+    part = _empty((splits, c_in, c_out_g, kd, kh, kw), device=x.device, dtype=acc_dtype)
     grid = lambda meta: (tiles, taps, splits)
     args = (x, grad_y, part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in // groups, c_out_g,
             *x.stride(), *grad_y.stride())
     consts = {**_geometry((kd, kh, kw), stride, padding, dilation),
               "INDEX_64": _needs_int64(x, grad_y, part), **_dtype_flags(x.dtype, precision),
               "BLOCK_CI": tile, "BLOCK_CO": tile}
-    _launch(_bwd_weight_kernel, _bwd_weight_tuned, grid, args, consts, fixed)
+    _bwd_weight(grid, args, consts, fixed)
     gw = part.sum(0) if splits > 1 else part[0]
-    return gw.view(kd, kh, kw, c_in, c_out_g).permute(3, 4, 0, 1, 2).to(weight.dtype).contiguous()
+    return gw.to(weight_dtype)
 
 
 def grad_bias(grad_y: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
-    """grad_b (C_out,) = grad_y summed over batch and space, reduced in fp32 split partials."""
-    n, c_out, od, oh, ow = grad_y.shape
-    positions = n * od * oh * ow
+    """grad_b (C_out,) = grad_y (N, C_out, OD, OH, OW) summed over batch and space (fp32 accumulation; torch's
+    deterministic reduction)."""
     acc_dtype = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
-    if positions == 0:
-        return torch.zeros(c_out, device=grad_y.device, dtype=bias_dtype)
-    c_tiles = triton.cdiv(c_out, _BIAS_BLOCKS["BLOCK_C"])
-    splits = _split_count(positions, c_tiles, grad_y.device)
-    chunk = triton.cdiv(positions, splits)
-    part = _empty((splits, c_out), device=grad_y.device, dtype=acc_dtype)
-    _bwd_bias_kernel[(c_tiles, splits)](
-        grad_y, part, positions, chunk, c_out, od, oh, ow, *grad_y.stride(),
-        INDEX_64=_needs_int64(grad_y), IS_FP64=grad_y.dtype == torch.float64, **_BIAS_BLOCKS,
-    )
-    gb = part.sum(0) if splits > 1 else part[0]
-    return gb.to(bias_dtype)
-
-
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous()
+    return grad_y.sum(dim=(0, 2, 3, 4), dtype=acc_dtype).to(bias_dtype)
