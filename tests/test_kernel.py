@@ -270,3 +270,15 @@ def test_tensor_on_second_gpu_launches_there() -> None:
     assert y.device == torch.device("cuda:1")
     assert _rel(y, y_ref.double().cpu()) <= BOUNDS[torch.float32]
     assert _rel(layer.weight.grad, ref.weight.grad.double().cpu()) <= BOUNDS[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tap_major_weight_is_one_tap_major_copy(dtype: torch.dtype) -> None:
+    """The kernels read weight tiles from a (kD, kH, kW, C_in, C_out/g)-contiguous copy (coalesced along C_out);
+    a view with weight's own strides would be correct but slow, so only this test would notice."""
+    weight = torch.randn(6, 5, 2, 3, 4)
+    taps = triton_kernels.tap_major(weight, dtype)
+    assert taps.shape == weight.shape and taps.dtype == dtype
+    assert taps.permute(2, 3, 4, 0, 1).is_contiguous()
+    assert taps.data_ptr() != weight.data_ptr()
+    torch.testing.assert_close(taps, weight.to(dtype))

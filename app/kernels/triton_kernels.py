@@ -438,7 +438,10 @@ def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     contiguous, viewed back in weight's shape: the kernels index it through its strides, and one tap's
     [C_in, C_out] block is contiguous for the forward's and grad_input's weight tiles. One copy (none if weight
     is already so)."""
-    return weight.permute(2, 3, 4, 0, 1).to(dtype, memory_format=torch.contiguous_format).permute(3, 4, 0, 1, 2)
+    taps = weight.permute(2, 3, 4, 0, 1)
+    # Tensor.to(dtype, memory_format=...) returns the view itself when the dtype already matches.
+    taps = taps.contiguous() if taps.dtype == dtype else taps.to(dtype, memory_format=torch.contiguous_format)
+    return taps.permute(3, 4, 0, 1, 2)
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
