@@ -1,6 +1,7 @@
 """Percentile intensity scaling: computed on the LR input, stored, inverted before writing."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 _EPS = 1e-8
@@ -17,15 +18,15 @@ def percentile_scale(
         raise ValueError(
             f"need 0 <= lower_percentile < upper_percentile <= 100, got {lower_percentile}, {upper_percentile}"
         )
-    flat = volume.detach().reshape(-1).float()
-    if flat.numel() == 0:
+    flat = volume.detach().reshape(-1).float().cpu().numpy()
+    if flat.size == 0:
         raise ValueError("cannot scale an empty volume")
-    q = torch.tensor([lower_percentile, upper_percentile], dtype=flat.dtype, device=flat.device) / 100.0
-    # torch.quantile refuses inputs above 2**24 elements (a 256^3 volume): interpolate on a sorted copy instead
-    sorted_flat = flat.sort().values
-    pos = q * (sorted_flat.numel() - 1)
-    low_idx, high_idx = pos.floor().long(), pos.ceil().long()
-    values = sorted_flat[low_idx] + (sorted_flat[high_idx] - sorted_flat[low_idx]) * (pos - low_idx)
+    # linear interpolation between order statistics (numpy's default); torch.quantile refuses inputs above 2**24
+    # elements (a 256^3 volume), and a partial sort (np.partition) is ~8x faster than sorting 2M voxels
+    pos = np.array([lower_percentile, upper_percentile]) / 100.0 * (flat.size - 1)
+    low_idx, high_idx = np.floor(pos).astype(np.int64), np.ceil(pos).astype(np.int64)
+    ranked = np.partition(flat, np.unique(np.concatenate([low_idx, high_idx])))
+    values = ranked[low_idx] + (ranked[high_idx] - ranked[low_idx]) * (pos - low_idx)
     lo, hi = float(values[0]), float(values[1])
     return percentile_apply(volume, lo, hi), lo, hi
 
