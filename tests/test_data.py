@@ -13,6 +13,7 @@ from app.data.datamodule import SRDataModule, check_patch_geometry
 from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_scale, percentile_unscale
 from app.data.sources import load_split_items
+from app.data.synth import SynthContrastd
 from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
 from tests.nifti_factory import permuted_affine, write_nifti
 
@@ -252,3 +253,74 @@ def test_datamodule_contrast_synthesis_changes_intensities(tmp_path):
     (tmp_path / "plain.json").write_text(json.dumps({"train": ["t1.nii.gz"], "val": ["t1.nii.gz"]}))
     with pytest.raises(ValueError, match="tissue maps"):
         _datamodule(tmp_path / "plain.json", synth={"enabled": True}).setup()
+
+
+def _tissue_item(seed: int = 5, shape=(12, 12, 12)) -> dict[str, torch.Tensor]:
+    """A T1-like image (WM > GM > CSF) from three random tissue maps that sum to 1, each (1, X, Y, Z)."""
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.rand(3, *shape, generator=g).softmax(dim=0)
+    image = (maps * torch.tensor([60.0, 100.0, 20.0])[:, None, None, None]).sum(0, keepdim=True)
+    return {"image": image, "gm": maps[:1], "wm": maps[1:2], "csf": maps[2:]}
+
+
+def test_synth_prob_mixes_synthetic_and_real_images():
+    item = _tissue_item()
+    real = SynthContrastd(prob=0.0)
+    out = real(item)
+    assert set(out) == {"image"} and torch.equal(out["image"], item["image"])  # maps dropped, image untouched
+    assert set(item) == {"image", "gm", "wm", "csf"}  # the input (e.g. a cached item) is not modified
+    synthetic = SynthContrastd(prob=1.0, noise_std=(0.0, 0.0))
+    synthetic.set_random_state(0)
+    assert not torch.allclose(synthetic(item)["image"], item["image"])
+    mixed = SynthContrastd(prob=0.5)
+    mixed.set_random_state(0)
+    draws = [mixed(item)["image"] for _ in range(12)]
+    is_real = [torch.equal(d, item["image"]) for d in draws]
+    assert 0 < sum(is_real) < len(draws)
+    mixed.set_random_state(0)
+    assert all(torch.equal(mixed(item)["image"], d) for d in draws)  # reproducible from the seed
+    with pytest.raises(ValueError, match="prob"):
+        SynthContrastd(prob=1.5)
+
+
+def test_synth_contrasts_include_csf_brighter_than_white_matter():
+    """T2/b0-like orderings (CSF > GM > WM) are drawn as well as T1-like ones (WM > GM > CSF)."""
+    item = _tissue_item(shape=(8, 8, 8))
+    synth = SynthContrastd(bias_std=0.0, noise_std=(0.0, 0.0))
+    synth.set_random_state(1)
+    orders = set()
+    for _ in range(60):
+        image = synth(item)["image"]
+        means = [float((image * item[k]).sum() / item[k].sum()) for k in ("csf", "gm", "wm")]
+        orders.add(tuple(sorted(range(3), key=means.__getitem__)))
+    assert (2, 1, 0) in orders and (0, 1, 2) in orders  # ascending WM < GM < CSF, and CSF < GM < WM
+
+
+def _tissue_list(tmp_path: Path) -> Path:
+    item = _tissue_item(shape=(16, 16, 16))
+    entry = {}
+    for key, volume in item.items():
+        entry[key] = write_nifti(tmp_path / f"{key}.nii.gz", volume[0].numpy()).name
+    (tmp_path / "list.json").write_text(json.dumps({"train": [entry], "val": [entry]}))
+    return tmp_path / "list.json"
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_cached_training_data_draws_new_contrasts_and_validation_stays_real(tmp_path, cache):
+    """The cache holds the loaded volumes only (synthesis comes after it): the same item gives a new contrast on
+    every draw, while validation patches never see synthesis."""
+    list_file = _tissue_list(tmp_path)
+    synth = {"enabled": True, "prob": 1.0, "noise_std": [0.0, 0.0]}
+    dm = _datamodule(list_file, synth=synth, cache=cache, cache_dir=str(tmp_path / "cache"), samples_per_volume=1,
+                     batch_size=1, patch_size=[16, 16, 16])  # whole-volume patches: synthesis is the only randomness
+    dm.setup()
+    train = dm.datasets["train"]
+    train.transform.set_random_state(0)
+    draws = [train[0][0]["hr"] for _ in range(3)]
+    assert not torch.allclose(draws[0], draws[1]) and not torch.allclose(draws[1], draws[2])
+    if cache == "memory":
+        assert {"image", "gm", "wm", "csf"} <= set(train._cache[0])  # cached before synthesis
+    real = _datamodule(list_file, patch_size=[16, 16, 16])
+    real.setup()
+    for with_synth, without in zip(dm.val_dataloader(), real.val_dataloader()):
+        assert torch.equal(with_synth["hr"], without["hr"]) and torch.equal(with_synth["lr"], without["lr"])

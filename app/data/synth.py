@@ -13,12 +13,15 @@ from app.data.intensity import percentile_scale
 
 
 class SynthContrastd(RandomizableTransform, MapTransform):
-    """Replace d[image_key] (1, X, Y, Z) by a synthetic contrast built from tissue maps d[k] (1, X, Y, Z).
+    """With probability ``prob``, replace d[image_key] (1, X, Y, Z) by a synthetic contrast built from tissue
+    maps d[k] (1, X, Y, Z); otherwise keep the real image. The tissue keys are dropped either way.
 
-    image = sum_k p_k * mu_k + p_rest * mu_rest * t1, with mu ~ U(intensity_range) per class, p_rest =
+    image = sum_k p_k * mu_k + p_rest * mu_rest * t1, with mu ~ U(intensity_range) independently per class
+    (so every ordering occurs: T1-like WM > GM > CSF, T2/b0-like CSF > GM > WM, flat), p_rest =
     1 - sum_k p_k (background, skull, anything unlabelled) keeping the original image's texture there
     (t1 scaled to [0, 1] by its 99.5th percentile); then times exp(smooth Gaussian field of std
-    ``bias_std``) and plus Gaussian noise of std ~ U(noise_std). The tissue keys are dropped afterwards.
+    ``bias_std``) and plus Gaussian noise of std ~ U(noise_std). It is random, so a CacheDataset caches
+    only the transforms before it and every epoch draws new contrasts.
     """
 
     def __init__(
@@ -29,22 +32,36 @@ class SynthContrastd(RandomizableTransform, MapTransform):
         bias_std: float = 0.3,
         bias_grid: int = 4,
         noise_std: Sequence[float] = (0.0, 0.03),
+        prob: float = 1.0,
     ):
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"data.synth.prob must be in [0, 1], got {prob}")
         MapTransform.__init__(self, [image_key, *tissue_keys], allow_missing_keys=True)
-        RandomizableTransform.__init__(self, prob=1.0)
+        RandomizableTransform.__init__(self, prob=prob)
         self.image_key, self.tissue_keys = image_key, list(tissue_keys)
         self.intensity_range = (float(intensity_range[0]), float(intensity_range[1]))
         self.bias_std, self.bias_grid = float(bias_std), int(bias_grid)
         self.noise_std = (float(noise_std[0]), float(noise_std[1]))
+        self._seed = 0
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw whether to synthesise (probability ``prob``) and, if so, the seed of this sample's contrast."""
+        super().randomize(None)
+        if self._do_transform:
+            self._seed = int(self.R.randint(2**31 - 1))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         present = [k for k in self.tissue_keys if k in d]
         if not present:
             raise ValueError(f"contrast synthesis needs tissue maps {self.tissue_keys} in the data list, found none")
+        self.randomize()
+        maps = [d.pop(k) for k in present]
+        if not self._do_transform:
+            return d
         image = convert_to_tensor(d[self.image_key], track_meta=False, dtype=torch.float32)
-        probs = [convert_to_tensor(d.pop(k), track_meta=False, dtype=torch.float32) for k in present]
-        generator = torch.Generator().manual_seed(int(self.R.randint(2**31 - 1)))
+        probs = [convert_to_tensor(m, track_meta=False, dtype=torch.float32) for m in maps]
+        generator = torch.Generator().manual_seed(self._seed)
         mu = torch.empty(len(probs) + 1).uniform_(*self.intensity_range, generator=generator)
         rest = (1.0 - sum(probs)).clamp(0.0, 1.0)
         texture, _, _ = percentile_scale(image, 0.0, 99.5)
