@@ -1,7 +1,9 @@
 """Issue 9: ``trainer=ddp`` trains on several processes (CPU + gloo here, as in CI): one set of checkpoints and logs
-(rank 0), the expected global step, and eval batches that the distributed sampler repeats are not counted."""
+(rank 0), the expected global step, per-epoch stats summed over ranks, eval batches that the distributed sampler
+repeats are not counted, and each rank draws its own random training patches."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +12,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -28,7 +32,8 @@ TINY = [  # tiny model and patches, 2 steps per rank, 1 val batch per rank, no t
 def test_ddp_spawn_two_cpu_processes_gloo(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "app.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-           "trainer.strategy=ddp_spawn", "trainer.precision=32-true", f"hydra.run.dir={out}", *TINY]
+           "trainer.strategy=ddp_spawn", "trainer.precision=32-true", f"hydra.run.dir={out}", *TINY,
+           "+callbacks.epoch_stats._target_=app.callbacks.EpochStats"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_INTERPRET": "0"}  # torch's CPU ops, as a CPU run uses
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
@@ -46,6 +51,13 @@ def test_ddp_spawn_two_cpu_processes_gloo(tmp_path):
     header, *rows = (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     assert {"val/psnr", "val/ssim", "val/psnr_trilinear", "val/loss", "train/loss"} <= set(header.split(","))
     assert "metrics: " in log and "val/psnr=" in log  # the launching process gets rank 0's metrics back
+    (stats,) = [json.loads(line) for line in (out / "epoch_stats.jsonl").read_text().splitlines()]  # rank 0 only
+    assert stats["world_size"] == 2 and stats["batches_rank0"] == 2
+    assert stats["patches_per_rank"] == [4, 4] and stats["patches"] == 8  # 2 batches of 2 patches on each rank
+    assert len(stats["train_s_per_rank"]) == 2 and stats["train_s"] == max(stats["train_s_per_rank"]) > 0
+    csv_psnr = next(float(r.split(",")[header.split(",").index("val/psnr")]) for r in rows
+                    if r.split(",")[header.split(",").index("val/psnr")])
+    assert abs(stats["val"]["val/psnr"] - csv_psnr) < 1e-4
     print(f"2-process ddp_spawn run: {elapsed:.1f} s")
 
 
@@ -63,3 +75,31 @@ def test_eval_batches_repeated_by_the_distributed_sampler_are_not_counted():
     assert sorted(counted) == [0, 1, 2]
     module._trainer = SimpleNamespace(val_dataloaders=DataLoader(list(range(3)), batch_size=1))  # one process
     assert not any(module._is_padding("val", i) for i in range(3))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_ranks_draw_different_random_training_patches(num_workers):
+    """``seed_everything`` seeds every rank alike and MONAI's DataLoader seeds its random transforms from torch's RNG,
+    so without ``setup("fit")`` offsetting ranks > 0 every rank trained on the same random patches."""
+    from monai.data import DataLoader as MonaiDataLoader
+    from monai.data import Dataset
+    from monai.transforms import RandGaussianNoised
+
+    dataset = Dataset([{"x": torch.zeros(1, 4, 4, 4)} for _ in range(4)], RandGaussianNoised(keys="x", prob=1.0))
+    module = SRLightningModule(model={"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "channels": [4, 8],
+                                      "strides": [2], "scale": [2, 2, 2]},
+                               intensity={}, degradation={})
+
+    def first_batch(rank: int, world_size: int, setup: bool) -> torch.Tensor:
+        L.seed_everything(42, workers=True, verbose=False)  # as app.train.run does on every rank
+        module._trainer = SimpleNamespace(world_size=world_size, global_rank=rank)
+        if setup:
+            module.setup("fit")
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        return next(iter(MonaiDataLoader(dataset, batch_size=2, sampler=sampler, num_workers=num_workers)))["x"]
+
+    # the premise: same seed on both ranks -> the same noise on different items
+    assert torch.equal(first_batch(0, 2, setup=False), first_batch(1, 2, setup=False))
+    rank0, rank1 = first_batch(0, 2, setup=True), first_batch(1, 2, setup=True)
+    assert not torch.allclose(rank0, rank1)
+    assert torch.equal(rank0, first_batch(0, 1, setup=True))  # rank 0 (and a 1-process run) keep their stream

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -83,6 +85,21 @@ class SRLightningModule(L.LightningModule):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.net(lr)
+
+    def setup(self, stage: str) -> None:
+        """Give each DDP rank > 0 its own random stream before the training loader is built (rank 0 keeps the
+        single-process one, so a 1-GPU run is unchanged).
+
+        ``seed_everything`` seeds every rank alike, and MONAI's DataLoader seeds its random transforms from torch's
+        RNG (at construction without workers, else per worker from the base seed drawn when the iterator starts):
+        without this, every rank drew the same crops, contrasts and noise, and N GPUs trained on N copies of one
+        batch. The weights need no common seed (DDP broadcasts rank 0's when it wraps the model); ``PL_GLOBAL_SEED``
+        is left alone, as the distributed sampler needs the same seed on every rank to split the items."""
+        if stage == "fit" and self.trainer.world_size > 1 and self.global_rank > 0:
+            seed = int(np.random.SeedSequence([torch.initial_seed(), self.global_rank]).generate_state(1)[0])
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
 
     def on_fit_start(self) -> None:
         log.info("upsampling backend: %s", upsample_backend(self.net, self.device))
