@@ -14,14 +14,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from app.train import run  # noqa: E402  (also registers the ${project_root:} resolver)
-from bench_env import environment  # noqa: E402
+from bench_env import compose_train_config, environment  # noqa: E402
 
 
 def main() -> None:
@@ -31,12 +28,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides for conf/train.yaml")
     args = p.parse_args()
     run_dir = (args.run_dir or args.out.with_suffix("")).resolve()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=args.overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra  # as @hydra.main hands it over
-        cfg.paths.output_dir = str(run_dir)
+    cfg = compose_train_config(args.overrides, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     on_cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto")
     if on_cuda:
