@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """DDP training throughput and val-PSNR trajectory on 1, 2, 4 GPUs (same per-GPU batch), and the input pipeline's rate.
 
-GPU (x2_iso, bf16-mixed, ~5-6 min for 1+2+4 GPUs on H100s):
+GPU (x2_iso, bf16-mixed, 8 epochs of 2048 patches per rank; ~5-6 min for 1+2+4 GPUs, capped by --budget 540 s):
     python scripts/bench_ddp.py --devices 1 2 4 --out benchmarks/ddp_bench.json
 CPU smoke test (gloo, tiny model, 3 epochs; ~1 min on 2 cores):
     python scripts/bench_ddp.py --smoke --devices 1 2 --out /tmp/ddp_smoke/ddp_bench.json
@@ -405,21 +405,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="patches per rank per epoch (weak) or per epoch (strong); default 2048 (GPU: 128 steps of "
                         "16, ~5 s), 8 with --smoke")
     p.add_argument("--skip-epochs", type=int, default=1, help="first epochs left out of the throughput (warm-up)")
-    p.add_argument("--input-batches", type=int, default=None, help="timed loader batches (default 150; smoke 10)")
+    p.add_argument("--input-batches", type=int, default=None, help="timed loader batches (default 100; smoke 10)")
     p.add_argument("--input-warmup", type=int, default=None, help="loader batches before timing (default 10; smoke 2)")
     p.add_argument("--input-loaders", type=int, nargs="*", default=None,
                    help="concurrent loader processes to measure (default: 1 and max(--devices)); none to skip")
     p.add_argument("--run-timeout", type=float, default=None, help="seconds per training run (GPU 300, smoke 600)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds for the whole benchmark (GPU default 540, under a 10-min command limit; smoke: none): "
-                        "a run is stopped when it is spent, and a run that would start with < 60 s left is skipped")
+                        "the runs still to come share what is left equally (at least 60 s each); a run past its share "
+                        "is stopped (its epochs so far are kept); one with < 75 s left is skipped")
     p.add_argument("--smoke", action="store_true", help="CPU, gloo, tiny model and epochs: checks the pipeline")
     p.add_argument("--from-json", action="store_true", help="only rewrite the .md/.png from an existing --out")
     p.add_argument("overrides", nargs="*", help="Hydra overrides after --, applied last to every run")
     args = p.parse_args(argv)
     args.accelerator = args.accelerator or ("cpu" if args.smoke else "gpu")
     args.patches = args.patches or (8 if args.smoke else 2048)
-    args.input_batches = args.input_batches or (10 if args.smoke else 150)
+    args.input_batches = args.input_batches or (10 if args.smoke else 100)
     args.input_warmup = args.input_warmup if args.input_warmup is not None else (2 if args.smoke else 10)
     args.run_timeout = args.run_timeout or (600.0 if args.smoke else 300.0)
     args.budget = args.budget if args.budget is not None else (0.0 if args.smoke else 540.0)
@@ -495,16 +496,21 @@ def main(argv: list[str] | None = None) -> int:
                                                   f"(min {m['patches_per_s_min']:.0f})" if "patches_per_s_min" in m
                                                   else "") + (f" ERROR {m['error']}" if m.get("error") else ""))
 
+    runnable = [n for n in args.devices if not (on_gpu and n > count)]
     for n in args.devices:
         left = args.budget - (time.monotonic() - started) if args.budget else float("inf")
-        skip = (f"skipped: {count} GPU(s) here" if on_gpu and n > count else
-                f"skipped: {left:.0f} s of the {args.budget:.0f} s budget left" if left < 60 else None)
+        share = (left - 15) / (len(runnable) - runnable.index(n)) if n in runnable else 0.0  # the runs left split it
+        skip = (f"skipped: {count} GPU(s) here" if n not in runnable else
+                f"skipped: {left:.0f} s of the {args.budget:.0f} s budget left" if left - 15 < 60 else None)
         if skip:
             result["runs"][str(n)] = {"devices": n, "status": skip, "epochs": []}
             log(f"N={n}: {skip}")
             save()
             continue
-        run_training(args, n, work, result, save, timeout=min(args.run_timeout, left - 15))
+        timeout = min(args.run_timeout, max(share, 60.0))
+        if timeout < args.run_timeout:
+            log(f"N={n}: {timeout:.0f} s allowed (its share of the {args.budget:.0f} s budget)")
+        run_training(args, n, work, result, save, timeout=timeout)
         result["plot"] = str(png_path) if plot(result, png_path) else None
         save()
 
