@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -86,7 +87,20 @@ def test_two_step_run_writes_checkpoints_and_resume_continues(tmp_path, torch_cp
     _, objects = run(cfg)
     assert objects["trainer"].global_step == 4
     assert torch.load(last, weights_only=True)["global_step"] == 4
+    assert len(list((tmp_path / "checkpoints").glob("*.ckpt"))) == 2  # last + the one best, no versions
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()  # the first run's log is kept
+
+
+def test_last_checkpoint_is_written_every_epoch_not_only_on_a_new_best(tmp_path):
+    """Lightning 2.6's save_last=true rewrites last.ckpt only when a new best is saved, so a resume could go back
+    to the best epoch: a separate unmonitored checkpoint writes last.ckpt after every training epoch."""
+    cfg = compose_cfg(tmp_path, FAST)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    last = [c for c in checkpoints if c.monitor is None]
+    assert len(last) == 1 and last[0].filename == "last" and last[0].save_top_k == 1
+    assert last[0]._every_n_epochs == 1 and last[0]._save_on_train_epoch_end
+    assert not any(c.save_last for c in checkpoints)
 
 
 def test_resume_from_missing_checkpoint_fails_clearly(tmp_path):
