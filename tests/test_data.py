@@ -8,12 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from monai.transforms import Compose, Randomizable, SpatialPadd
 
 from app.data.datamodule import SRDataModule, check_patch_geometry
 from app.data.degradation import profile_kernel, simulate_lr
-from app.data.intensity import percentile_scale, percentile_unscale
+from app.data.intensity import percentile_scale, percentile_unscale, percentile_values
 from app.data.sources import load_split_items
-from app.data.synth import SynthContrastd
+from app.data.synth import SYNTH_KEY, SynthContrastd, SynthPatchesd, SynthPrepd, linear_weights, log_bias_at
 from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
 from tests.nifti_factory import permuted_affine, write_nifti
 
@@ -320,7 +322,166 @@ def test_cached_training_data_draws_new_contrasts_and_validation_stays_real(tmp_
     assert not torch.allclose(draws[0], draws[1]) and not torch.allclose(draws[1], draws[2])
     if cache == "memory":
         assert {"image", "gm", "wm", "csf"} <= set(train._cache[0])  # cached before synthesis
+        assert not train.copy_cache  # so the draws must leave the cached volumes as they were
+        before = {k: v.clone() for k, v in train._cache[0].items() if k != SYNTH_KEY}
+        for _ in range(3):
+            train[0]
+        assert all(torch.equal(train._cache[0][k], v) for k, v in before.items())
     real = _datamodule(list_file, patch_size=[16, 16, 16])
     real.setup()
     for with_synth, without in zip(dm.val_dataloader(), real.val_dataloader()):
         assert torch.equal(with_synth["hr"], without["hr"]) and torch.equal(with_synth["lr"], without["lr"])
+
+
+# ---- patch-level synthesis (what training uses) ------------------------------------------------------------
+TISSUE = ["gm", "wm", "csf"]
+
+
+def _patch_synth(item: dict, scale, roi, profile="box", num_samples=3, **synth) -> tuple[SynthPatchesd, dict]:
+    """SynthPatchesd and its cached input: the item scaled as a real image, SynthPrepd, padded to ``roi``."""
+    prep = Compose([ScaleIntensityFromLRd("image", scale, profile, **INTENSITY),
+                    SynthPrepd("image", TISSUE, scale, profile), SpatialPadd(["image", *TISSUE], roi)])
+    return SynthPatchesd("image", TISSUE, roi, num_samples, scale, profile, **INTENSITY, **synth), prep(item)
+
+
+def _reference_volume(item: dict, seed: int, scale, roi, profile="box", **synth) -> torch.Tensor:
+    """The whole-volume form drawn from the same random state: synthesise, scale from its LR, pad."""
+    ref = SynthContrastd(**synth)
+    ref.set_random_state(seed)
+    scaled = ScaleIntensityFromLRd("image", scale, profile, **INTENSITY)(ref(item))
+    return SpatialPadd("image", roi)(scaled)["image"]
+
+
+def _crop(volume: torch.Tensor, origin, roi) -> torch.Tensor:
+    return volume[(slice(None), *(slice(o, o + p) for o, p in zip(origin, roi)))]
+
+
+@pytest.mark.parametrize("shape", [(16, 12, 20), (12, 6, 10)])  # the second is padded along y
+@pytest.mark.parametrize("scale, profile, bias_std, tol", [((2, 2, 2), "box", 0.0, 1e-5),
+                                                     ((1, 1, 4), "gaussian", 0.0, 1e-5),
+                                                     ((2, 2, 2), "box", 0.3, 0.03)])
+def test_patch_synthesis_is_the_crop_of_the_whole_volume_synthesis(shape, scale, profile, bias_std, tol):
+    """Same random state -> same contrast: the patches are the whole synthetic volume's (tissue-map contrast, bias
+    field at the patch's place in the volume, padding 0), scaled by its LR percentiles (exact without a bias field:
+    the LR simulation is linear; with one, estimated at the LR voxel centres, which needs the field to be smooth over
+    the slice profile: a few % here, on white-noise maps and 3-voxel control-point spacing; < 0.5 % on real volumes,
+    see the demo-data test below)."""
+    item, roi = _tissue_item(shape=shape), (8, 8, 8)
+    synth = {"bias_std": bias_std, "noise_std": (0.0, 0.0)}
+    patches, cached = _patch_synth(item, scale, roi, profile, **synth)
+    for seed in range(4):
+        patches.set_random_state(seed)
+        out = patches(cached)
+        reference = _reference_volume(item, seed, scale, roi, profile, **synth)
+        assert len(out) == 3 and all(set(o) == {"image"} for o in out)
+        for o, origin in zip(out, patches._origins):
+            assert o["image"].shape == (1, *roi) and o["image"].dtype == torch.float32
+            torch.testing.assert_close(o["image"], _crop(reference, origin, roi), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("scale, profile", [((2, 2, 2), "gaussian"), ((1, 1, 4), "box")])  # x2_iso's, x4_thick's
+def test_patch_synthesis_percentiles_match_the_whole_volume_on_demo_data(scale, profile):
+    """On the demo train slab, the LR-domain percentile estimate (bias field, noise) is within 0.5 % of the range of
+    the exact whole-volume percentiles, so the scaling of synthetic patches is what it was."""
+    item = {k: str(DEMO / f"train_{'t1' if k == 'image' else k}.nii.gz") for k in ["image", *TISSUE]}
+    from app.data.pipeline import _load
+
+    loaded = Compose(_load(["image", *TISSUE]))(item)
+    intensity = {"lower_percentile": 0.5, "upper_percentile": 99.5}
+    real = ScaleIntensityFromLRd("image", scale, profile, **intensity)(loaded)
+    prep = SynthPrepd("image", TISSUE, scale, profile)(real)[SYNTH_KEY]
+    patches = SynthPatchesd("image", TISSUE, (32, 32, 32), 1, scale, profile, **intensity)
+    reference = SynthContrastd()
+    for seed in range(3):
+        reference._seed = seed
+        generator, mu, coarse, noise_std = reference.draw(len(TISSUE))
+        reference.randomize = lambda data=None: None  # keep the seed set above (do_transform stays True)
+        reference._do_transform = True
+        full = reference(real)["image"]
+        trimmed = full[(...,) + tuple(slice(0, n - n % f) for n, f in zip(full.shape[-3:], scale))]
+        lo, hi = percentile_values(simulate_lr(trimmed, scale, profile), **intensity)
+        est = patches._percentiles(prep["lr"], prep["shape"], mu, coarse, noise_std, torch.Generator().manual_seed(9))
+        assert abs(est[0] - lo) < 5e-3 * (hi - lo) and abs(est[1] - hi) < 5e-3 * (hi - lo), (seed, est, (lo, hi))
+
+
+def test_patch_synthesis_prob_seed_noise_and_input_left_alone():
+    item = _tissue_item(shape=(16, 16, 16))
+    roi = (8, 8, 8)
+    mixed, cached = _patch_synth(item, (2, 2, 2), roi, num_samples=2, prob=0.5)
+    before = {k: v.clone() for k, v in cached.items() if k != SYNTH_KEY}
+    mixed.set_random_state(0)
+    draws, real = [], []
+    for _ in range(12):
+        out = mixed(cached)
+        draws.append(torch.cat([o["image"] for o in out]))
+        real.append(all(torch.equal(o["image"], _crop(cached["image"], g, roi)) for o, g in zip(out, mixed._origins)))
+    assert 0 < sum(real) < len(real)  # the real image's patches, or a synthetic contrast for all of a draw's patches
+    mixed.set_random_state(0)
+    assert all(torch.equal(torch.cat([o["image"] for o in mixed(cached)]), d) for d in draws)  # reproducible
+    assert all(torch.equal(cached[k], v) for k, v in before.items()) and SYNTH_KEY in cached  # input not modified
+    # noise: white, added to the same contrast (the noise std is drawn after mu and the bias field)
+    noisy, _ = _patch_synth(item, (2, 2, 2), roi, num_samples=1, intensity_range=(0.2, 1.0), noise_std=(0.05, 0.05))
+    clean, _ = _patch_synth(item, (2, 2, 2), roi, num_samples=1, intensity_range=(0.2, 1.0), noise_std=(0.0, 0.0))
+    noisy.set_random_state(1)
+    clean.set_random_state(1)
+    diff = (noisy(cached)[0]["image"] - clean(cached)[0]["image"])[0]
+    lag1 = float((diff[1:] - diff[1:].mean()).mul(diff[:-1] - diff[:-1].mean()).mean() / diff.var())
+    assert float(diff.std()) > 0.01 and abs(float(diff.mean())) < 0.2 * float(diff.std()) and abs(lag1) < 0.2
+    assert cached[SYNTH_KEY]["lr"].shape == (4, 8, 8, 8)  # LR of the 3 maps and of p_rest * texture
+    with pytest.raises(ValueError, match="SynthPrepd"):
+        mixed({k: v for k, v in cached.items() if k != SYNTH_KEY})
+
+
+@pytest.mark.parametrize("size, grid", [(37, 4), (8, 4), (1, 4), (5, 1), (3, 6)])
+def test_separable_bias_field_is_trilinear_interpolation(size, grid):
+    coarse = torch.randn(grid, grid, grid, generator=torch.Generator().manual_seed(size))
+    shape = (size, size + 3, max(1, size - 2))
+    full = F.interpolate(coarse[None, None], size=shape, mode="trilinear", align_corners=True)[0, 0]
+    torch.testing.assert_close(log_bias_at(coarse, [torch.arange(n) for n in shape], shape), full, atol=1e-5, rtol=0)
+    starts = [n // 3 for n in shape]  # any window of it (a patch) is that window of the whole field
+    window = log_bias_at(coarse, [torch.arange(a, n) for a, n in zip(starts, shape)], shape)
+    torch.testing.assert_close(window, full[starts[0]:, starts[1]:, starts[2]:], atol=1e-5, rtol=0)
+    weights = linear_weights(torch.linspace(-1.0, size, 7), size, grid)  # clamped to the volume
+    torch.testing.assert_close(weights.sum(1), torch.ones(7, dtype=torch.float64))
+
+
+def test_training_chain_with_synthesis_gives_float32_pairs_reproducibly(tmp_path):
+    list_file = _tissue_list(tmp_path)
+    dm = _datamodule(list_file, synth={"enabled": True, "prob": 0.5}, cache="memory", patch_size=[8, 8, 8],
+                     samples_per_volume=2, batch_size=4, patches_per_epoch=16)
+    dm.setup()
+    train = dm.datasets["train"]
+    steps = train.transform.transforms
+    first_random = next(i for i, t in enumerate(steps) if isinstance(t, Randomizable))
+    assert isinstance(steps[first_random], SynthPatchesd)  # loading, scaling, SynthPrepd and padding are cached
+    assert any(isinstance(t, SynthPrepd) for t in steps[:first_random])
+    runs = []
+    for _ in range(2):
+        train.transform.set_random_state(5)
+        runs.append([train[i] for i in range(len(train))])
+    for a, b in zip(*runs):
+        assert len(a) == 2
+        for x, y in zip(a, b):
+            assert set(x) == {"hr", "lr"} and x["hr"].dtype == x["lr"].dtype == torch.float32
+            assert x["hr"].shape == (1, 8, 8, 8) and x["lr"].shape == (1, 4, 4, 4)
+            assert torch.equal(x["hr"], y["hr"]) and torch.equal(x["lr"], y["lr"])
+
+
+@pytest.mark.parametrize("synth", [None, {"enabled": True, "prob": 0.5}])
+def test_memory_cache_is_not_copied_and_not_modified_by_the_draws(tmp_path, synth):
+    """copy_cache=False: the random transforms after the cache (crops, synthesis, LR) must leave it as it was."""
+    from monai.data import MetaTensor
+
+    dm = _datamodule(_tissue_list(tmp_path), synth=synth, cache="memory", patch_size=[8, 8, 8], patches_per_epoch=16)
+    dm.setup()
+    train = dm.datasets["train"]
+    cached = train._cache[0]
+    before = {k: (v.clone(), len(v.applied_operations) if isinstance(v, MetaTensor) else None)
+              for k, v in cached.items() if isinstance(v, torch.Tensor)}
+    for _ in range(2):
+        for _batch in dm.train_dataloader():
+            pass
+    assert not train.copy_cache and train._cache[0] is cached
+    for k, (value, n_ops) in before.items():
+        assert torch.equal(cached[k], value), k
+        assert n_ops is None or len(cached[k].applied_operations) == n_ops, k  # no growing transform history

@@ -77,7 +77,10 @@ class SRDataModule(L.LightningDataModule):
 
     def _dataset(self, items: list[dict], transform) -> Dataset:
         if self.cache == "memory":
-            return CacheDataset(items, transform, hash_as_key=True, num_workers=min(4, len(items)), progress=False)
+            # copy_cache=False: the random transforms after the cache never modify their input in place (tested), so
+            # the cached volumes (with synthesis: image, tissue maps, LR maps) are not deep-copied on every draw
+            return CacheDataset(items, transform, hash_as_key=True, num_workers=min(4, len(items)), progress=False,
+                                copy_cache=False)
         if self.cache == "disk":
             # the key includes the cached transforms' settings, so changing e.g. percentiles never reads stale files
             return PersistentDataset(items, transform, cache_dir=Path(self.cache_dir), hash_transform=pickle_hashing)

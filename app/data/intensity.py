@@ -14,6 +14,12 @@ def percentile_scale(
 
     Percentiles are in [0, 100]. A constant image gives ``hi == lo`` and is only shifted (no NaN).
     """
+    lo, hi = percentile_values(volume, lower_percentile, upper_percentile)
+    return percentile_apply(volume, lo, hi), lo, hi
+
+
+def percentile_values(volume: torch.Tensor, lower_percentile: float, upper_percentile: float) -> tuple[float, float]:
+    """The ``lower_percentile`` and ``upper_percentile`` (in [0, 100]) of ``volume``'s values, numpy's linear rule."""
     if not 0.0 <= lower_percentile < upper_percentile <= 100.0:
         raise ValueError(
             f"need 0 <= lower_percentile < upper_percentile <= 100, got {lower_percentile}, {upper_percentile}"
@@ -27,8 +33,7 @@ def percentile_scale(
     low_idx, high_idx = np.floor(pos).astype(np.int64), np.ceil(pos).astype(np.int64)
     ranked = np.partition(flat, np.unique(np.concatenate([low_idx, high_idx])))
     values = ranked[low_idx] + (ranked[high_idx] - ranked[low_idx]) * (pos - low_idx)
-    lo, hi = float(values[0]), float(values[1])
-    return percentile_apply(volume, lo, hi), lo, hi
+    return float(values[0]), float(values[1])
 
 
 def percentile_apply(volume: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""MONAI transform chains: load -> channel first -> RAS -> (synthesis) -> intensity scaling -> HR patches -> LR."""
+"""MONAI transform chains: load -> channel first -> RAS -> intensity scaling -> HR patches (synthetic contrast) -> LR.
+
+A CacheDataset keeps each item's output up to the first random transform: the loaded, scaled, padded volume
+(with synthesis also the tissue maps and SynthPrepd's LR maps), so per draw only the patches are made."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -15,7 +18,7 @@ from monai.transforms import (
     SplitDimd,
 )
 
-from app.data.synth import SynthContrastd
+from app.data.synth import SynthPatchesd, SynthPrepd
 from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
 
 TISSUE_KEYS = ("gm", "wm", "csf")
@@ -55,13 +58,19 @@ def train_transforms(
     """Item dict of paths -> list of ``samples_per_volume`` dicts {"hr": (1, *patch), "lr": (1, *patch/scale)}."""
     keys = ["image", *TISSUE_KEYS] if synth is not None else ["image"]
     chain = _load(keys)
-    if synth is not None:
-        chain.append(SynthContrastd("image", TISSUE_KEYS, **synth))
-    chain += _scale_and_pad(scale, patch_size, intensity, degradation)
-    chain += [
-        RandSpatialCropSamplesd("image", roi_size=list(patch_size), num_samples=samples_per_volume, random_size=False),
-        _degrade(scale, degradation, train=True),
-    ]
+    if synth is None:
+        chain += _scale_and_pad(scale, patch_size, intensity, degradation)
+        chain.append(RandSpatialCropSamplesd("image", roi_size=list(patch_size), num_samples=samples_per_volume,
+                                             random_size=False))
+    else:  # the real image scaled as without synthesis; each draw synthesises only its cropped patches
+        chain += [
+            ScaleIntensityFromLRd("image", scale, degradation["profile"], **intensity),
+            SynthPrepd("image", TISSUE_KEYS, scale, degradation["profile"]),
+            SpatialPadd(keys, spatial_size=list(patch_size), allow_missing_keys=True),
+            SynthPatchesd("image", TISSUE_KEYS, patch_size, samples_per_volume, scale, degradation["profile"],
+                          **intensity, **synth),
+        ]
+    chain.append(_degrade(scale, degradation, train=True))
     return Compose(chain)
 
 
