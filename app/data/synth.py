@@ -178,7 +178,7 @@ class SynthPrepd(MapTransform):
         return d
 
 
-class SynthPatchesd(RandomizableTransform, MapTransform):
+class SynthPatchesd(SynthContrastd):
     """Crop ``num_samples`` random ``roi_size`` patches from d[image_key] (1, *spatial), the real image already
     percentile-scaled and padded to at least ``roi_size``; with probability ``prob`` per call (per loaded volume,
     as SynthContrastd) all of them get one synthetic contrast instead, built from the same windows of the
@@ -203,27 +203,17 @@ class SynthPatchesd(RandomizableTransform, MapTransform):
         noise_std: Sequence[float] = (0.0, 0.03),
         prob: float = 1.0,
     ):
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"data.synth.prob must be in [0, 1], got {prob}")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        MapTransform.__init__(self, [image_key, *tissue_keys], allow_missing_keys=True)
-        RandomizableTransform.__init__(self, prob=prob)
-        self.image_key, self.tissue_keys = image_key, list(tissue_keys)
+        super().__init__(image_key, tissue_keys, intensity_range, bias_std, bias_grid, noise_std, prob)
         self.roi_size, self.num_samples = tuple(int(p) for p in roi_size), int(num_samples)
         self.scale, self.lower, self.upper = [int(s) for s in scale], float(lower_percentile), float(upper_percentile)
         self.noise_gain = _noise_gain(self.scale, profile)
-        self.intensity_range = (float(intensity_range[0]), float(intensity_range[1]))
-        self.bias_std, self.bias_grid = float(bias_std), int(bias_grid)
-        self.noise_std = (float(noise_std[0]), float(noise_std[1]))
-        self._seed = 0
         self._origins: list[tuple[int, ...]] = []
 
     def randomize(self, spatial_shape: Sequence[int]) -> None:
         """Synthesise or not (probability ``prob``), the contrast's seed, and the patches' corners (uniform)."""
         super().randomize(None)
-        if self._do_transform:
-            self._seed = int(self.R.randint(2**31 - 1))
         self._origins = [tuple(int(self.R.randint(0, n - p + 1)) for n, p in zip(spatial_shape, self.roi_size))
                          for _ in range(self.num_samples)]
 
@@ -250,9 +240,7 @@ class SynthPatchesd(RandomizableTransform, MapTransform):
 
     def _synthesise(self, image: torch.Tensor, maps: list[torch.Tensor], prep: Mapping[str, Any],
                     windows: list[tuple[slice, ...]]) -> list[torch.Tensor]:
-        generator = torch.Generator().manual_seed(self._seed)
-        mu, coarse, noise_std = draw_contrast(generator, len(maps), self.intensity_range, self.bias_std,
-                                              self.bias_grid, self.noise_std)
+        generator, mu, coarse, noise_std = self.draw(len(maps))
         volume_shape = prep["shape"]
         lo, hi = self._percentiles(prep["lr"], volume_shape, mu, coarse, noise_std, generator)
         pad_before = [(n - m) // 2 for n, m in zip(image.shape[-3:], volume_shape)]  # SpatialPadd's "symmetric"
