@@ -3,6 +3,9 @@
 
 GPU (x2_iso, bf16-mixed, 8 epochs of 2048 patches per rank; ~5-6 min for 1+2+4 GPUs, capped by --budget 540 s):
     python scripts/bench_ddp.py --devices 1 2 4 --out benchmarks/ddp_bench.json
+Host speed can drift between runs; ``--rounds 2`` runs 1 2 4 1 2 4 and takes each speed-up within its round (median
+over rounds):
+    python scripts/bench_ddp.py --devices 1 2 4 --rounds 2 --patches 3072 -- trainer.max_epochs=5
 CPU smoke test (gloo, tiny model, 3 epochs; ~1 min on 2 cores):
     python scripts/bench_ddp.py --smoke --devices 1 2 --out /tmp/ddp_smoke/ddp_bench.json
 
@@ -33,6 +36,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -105,9 +109,9 @@ def summarize(epochs: list[dict], n: int, skip: int) -> dict[str, Any]:
     return out
 
 
-def epoch_line(n: int, e: dict, max_epochs: Any) -> str:
+def epoch_line(tag: str, e: dict, max_epochs: Any) -> str:
     rate = e["patches"] / e["train_s"] if e["train_s"] > 0 else float("nan")
-    text = (f"N={n} epoch {e['epoch']}/{max_epochs}: train {e['train_s']:.2f} s, {e['patches']} patches "
+    text = (f"{tag} epoch {e['epoch']}/{max_epochs}: train {e['train_s']:.2f} s, {e['patches']} patches "
             f"({rate:.0f}/s), loss {e['train_loss'] if e['train_loss'] is not None else float('nan'):.4f}")
     if e.get("val"):
         text += (f", val PSNR {e['val'].get('val/psnr', float('nan')):.2f} dB "
@@ -115,17 +119,24 @@ def epoch_line(n: int, e: dict, max_epochs: Any) -> str:
     return text + f", t+{e['elapsed_s']:.0f} s"
 
 
-def run_training(args: argparse.Namespace, n: int, work: Path, result: dict, save, timeout: float) -> None:
-    run_dir = work / f"n{n}"
+def run_key(n: int, rnd: int) -> str:
+    """Key of a run in result["runs"]: "4" for round 1, "4@2" for N=4 in round 2."""
+    return str(n) if rnd == 1 else f"{n}@{rnd}"
+
+
+def run_training(args: argparse.Namespace, n: int, rnd: int, work: Path, result: dict, save, timeout: float) -> None:
+    name = f"n{n}" if rnd == 1 else f"n{n}_r{rnd}"
+    tag = f"N={n}" + (f" round {rnd}" if rnd > 1 else "")
+    run_dir = work / name
     stats = run_dir / "epoch_stats.jsonl"
-    log_file = work / f"n{n}.log"
+    log_file = work / f"{name}.log"
     stats.unlink(missing_ok=True)  # a reused --work-dir: no stale epochs
     cmd = [sys.executable, "-m", "app.train", *train_overrides(args, n, run_dir)]
-    entry = result["runs"][str(n)] = {"devices": n, "status": "running", "command": cmd[1:], "run_dir": str(run_dir),
-                                      "log": str(log_file), "epochs": []}
+    entry = result["runs"][run_key(n, rnd)] = {"devices": n, "round": rnd, "status": "running", "command": cmd[1:],
+                                               "run_dir": str(run_dir), "log": str(log_file), "epochs": []}
     save()
-    log(f"N={n}: start -> {log_file}")
-    log(f"N={n}: python -m app.train {' '.join(cmd[3:])}")
+    log(f"{tag}: start -> {log_file}")
+    log(f"{tag}: python -m app.train {' '.join(cmd[3:])}")
     start = time.monotonic()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_file.open("w") as out:
@@ -146,7 +157,7 @@ def run_training(args: argparse.Namespace, n: int, work: Path, result: dict, sav
                 break
             entry["epochs"].append(record)
             seen += 1
-            log(epoch_line(n, record, int(max_epochs) - 1 if max_epochs.isdigit() else "?"))
+            log(epoch_line(tag, record, int(max_epochs) - 1 if max_epochs.isdigit() else "?"))
             entry.update(summarize(entry["epochs"], n, args.skip_epochs))
             save()
 
@@ -154,7 +165,7 @@ def run_training(args: argparse.Namespace, n: int, work: Path, result: dict, sav
         read_new()
         if time.monotonic() - start > timeout:
             status = f"stopped after {timeout:.0f} s (--run-timeout/--budget)"
-            log(f"N={n}: {status}; stopping it (partial results kept)")
+            log(f"{tag}: {status}; stopping it (partial results kept)")
             for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
                 try:
                     os.killpg(proc.pid, sig)  # the run's own process group: its ranks and loader workers
@@ -172,23 +183,33 @@ def run_training(args: argparse.Namespace, n: int, work: Path, result: dict, sav
     save()
     if entry["status"] != "ok":
         tail = log_file.read_text(errors="replace").splitlines()[-25:]
-        log(f"N={n}: {entry['status']}; last lines of {log_file}:\n    " + "\n    ".join(tail))
+        log(f"{tag}: {entry['status']}; last lines of {log_file}:\n    " + "\n    ".join(tail))
     if "patches_per_s" in entry:
-        log(f"N={n}: {entry['status']} in {entry['wall_s']:.0f} s: {entry['patches_per_s']:.0f} patches/s "
+        log(f"{tag}: {entry['status']} in {entry['wall_s']:.0f} s: {entry['patches_per_s']:.0f} patches/s "
             f"({entry['patches_per_s_per_gpu']:.0f} per GPU, epochs {entry['timed_epochs'][0]}-"
             f"{entry['timed_epochs'][1]}), final val PSNR {entry['final_val_psnr'] or float('nan'):.2f} dB")
 
 
 def compare(result: dict) -> None:
-    """Speed-up and efficiency against the smallest device count that ran (normally N=1)."""
-    runs = [r for r in result["runs"].values() if r.get("patches_per_s")]
-    if not runs:
-        return
-    ref = min(runs, key=lambda r: r["devices"])
-    for r in runs:
-        r["speedup"] = r["patches_per_s"] / ref["patches_per_s"]
-        r["efficiency"] = r["speedup"] / (r["devices"] / ref["devices"])
-        r["speedup_reference_devices"] = ref["devices"]
+    """Speed-up and efficiency against the smallest device count that ran in the same round (normally N=1), and
+    per device count the median over rounds (``result["scaling"]``): runs next to each other in time are compared,
+    so a host that gets slower or faster between rounds does not enter the ratio."""
+    timed = [r for r in result["runs"].values() if r.get("patches_per_s")]
+    for rnd in sorted({r.get("round", 1) for r in timed}):
+        runs = [r for r in timed if r.get("round", 1) == rnd]
+        ref = min(runs, key=lambda r: r["devices"])
+        for r in runs:
+            r["speedup"] = r["patches_per_s"] / ref["patches_per_s"]
+            r["efficiency"] = r["speedup"] / (r["devices"] / ref["devices"])
+            r["speedup_reference_devices"] = ref["devices"]
+    result["scaling"] = {}
+    for n in sorted({r["devices"] for r in timed}):
+        runs = [r for r in timed if r["devices"] == n]
+        result["scaling"][str(n)] = {
+            "rounds": [r.get("round", 1) for r in runs], "speedups": [r["speedup"] for r in runs],
+            "patches_per_s": [r["patches_per_s"] for r in runs],
+            "speedup_median": statistics.median(r["speedup"] for r in runs),
+            "efficiency_median": statistics.median(r["efficiency"] for r in runs)}
 
 
 # --------------------------------------------------------------------------------------------------- input pipeline
@@ -278,9 +299,15 @@ def fmt(v: Any, spec: str = ".2f", na: str = "–") -> str:
     return na if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def label(r: dict) -> str:
+    return f"N={r['devices']}" + (f" r{r['round']}" if r.get("round", 1) > 1 else "")
+
+
 def markdown(result: dict) -> str:
     env, s = result["environment"], result["settings"]
-    runs = sorted(result["runs"].values(), key=lambda r: r["devices"])
+    runs = sorted(result["runs"].values(), key=lambda r: (r.get("round", 1), r["devices"]))
+    first = [r for r in runs if r.get("round", 1) == 1]
+    rounds = max((r.get("round", 1) for r in runs), default=1)
     lines = [
         "# DDP training: throughput and val PSNR on 1, 2, 4 GPUs", "",
         f"{env['date'][:10]} · {env['device']} × {result['device_count']} · torch {env['torch']} · "
@@ -295,14 +322,25 @@ def markdown(result: dict) -> str:
            f"`data.patches_per_epoch` = {s['patches']} for every N, split over the ranks (N× fewer steps per epoch).")
         + f" Throughput: patches of all ranks / wall time of the training batches (slowest rank; validation and "
         f"checkpointing excluded), epochs ≥ {s['skip_epochs']} (epoch 0 holds Triton autotuning/compilation).", "",
-        "| GPUs | status | patches/s | per GPU | steps/s | speed-up | efficiency | epoch 0 (s) | peak mem/GPU | "
+    ]
+    scaling = result.get("scaling", {})
+    if rounds > 1 and scaling:
+        lines += [f"Runs in {rounds} rounds (each round runs every N in turn); speed-up against N=1 of the same round, "
+                  "median over rounds:", "", "| GPUs | speed-up (median) | efficiency | speed-up per round |",
+                  "|---|---|---|---|"]
+        for n, sc in scaling.items():
+            lines.append(f"| {n} | {sc['speedup_median']:.2f}× | {100 * sc['efficiency_median']:.0f}% | "
+                         + ", ".join(f"{v:.2f}×" for v in sc["speedups"]) + " |")
+        lines.append("")
+    lines += [
+        "| GPUs | round | status | patches/s | per GPU | steps/s | speed-up | efficiency | epoch 0 (s) | peak mem/GPU | "
         "final val PSNR (trilinear) | run wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         mem = f"{r['peak_mem_gb_per_gpu']:.2f} GB" if r.get("peak_mem_gb_per_gpu") is not None else "n/a"
         lines.append(
-            f"| {r['devices']} | {r['status']} | {fmt(r.get('patches_per_s'), '.0f')} | "
+            f"| {r['devices']} | {r.get('round', 1)} | {r['status']} | {fmt(r.get('patches_per_s'), '.0f')} | "
             f"{fmt(r.get('patches_per_s_per_gpu'), '.0f')} | {fmt(r.get('steps_per_s'), '.1f')} | "
             f"{fmt(r.get('speedup'), '.2f')}× | {fmt(100 * r['efficiency'] if r.get('efficiency') else None, '.0f')}% "
             f"| {fmt(r.get('epoch0_train_s'), '.1f')} | {mem} | {fmt(r.get('final_val_psnr'))} "
@@ -310,7 +348,7 @@ def markdown(result: dict) -> str:
     epochs = sorted({v["epoch"] for r in runs for v in r.get("val", [])})
     if epochs:
         lines += ["", "Val PSNR (dB) by epoch; in brackets, seconds since training started (validation included):", "",
-                  "| epoch | " + " | ".join(f"N={r['devices']}" for r in runs) + " | trilinear |",
+                  "| epoch | " + " | ".join(label(r) for r in runs) + " | trilinear |",
                   "|---|" + "---|" * (len(runs) + 1)]
         for ep in epochs:
             cells, tri = [], None
@@ -328,7 +366,7 @@ def markdown(result: dict) -> str:
             lines.append(f"| {m['loaders']} | {fmt(m.get('patches_per_s_per_loader'), '.0f')} "
                          f"({fmt(m.get('patches_per_s_min'), '.0f')}) | {fmt(m.get('patches_per_s_total'), '.0f')} | "
                          f"{m.get('error', '').splitlines()[0] if m.get('error') else ''} |")
-        judged = [r for r in runs if r.get("input")]
+        judged = [r for r in first if r.get("input")]
         if judged:
             lines += ["", "| GPUs | consumed per GPU (patches/s) | input per rank | input / consumption "
                       "| data loading |", "|---|---|---|---|---|"]
@@ -349,7 +387,7 @@ def plot(result: dict, path: Path) -> bool:
     except ImportError:
         log("matplotlib is not installed: no plot")
         return False
-    runs = sorted((r for r in result["runs"].values() if r.get("epochs")), key=lambda r: r["devices"])
+    runs = sorted((r for r in result["runs"].values() if r.get("epochs")), key=lambda r: (r.get("round", 1), r["devices"]))
     if not runs:
         return False
     fig = Figure(figsize=(13, 3.8))
@@ -358,8 +396,8 @@ def plot(result: dict, path: Path) -> bool:
     for r in runs:
         val = [v for v in r.get("val", []) if v.get("psnr") is not None]
         if val:
-            ax_e.plot([v["epoch"] for v in val], [v["psnr"] for v in val], "o-", label=f"N={r['devices']}")
-            ax_t.plot([v["elapsed_s"] for v in val], [v["psnr"] for v in val], "o-", label=f"N={r['devices']}")
+            ax_e.plot([v["epoch"] for v in val], [v["psnr"] for v in val], "o-", label=label(r))
+            ax_t.plot([v["elapsed_s"] for v in val], [v["psnr"] for v in val], "o-", label=label(r))
             tri = tri if tri is not None else val[-1].get("psnr_trilinear")
     for ax, xlabel in ((ax_e, "epoch"), (ax_t, "seconds since training start")):
         if tri is not None:
@@ -368,17 +406,20 @@ def plot(result: dict, path: Path) -> bool:
         ax.set_ylabel("val PSNR (dB)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    timed = [r for r in runs if r.get("patches_per_s")]
-    if timed:
-        xs = [str(r["devices"]) for r in timed]
-        ax_b.bar(xs, [r["patches_per_s"] for r in timed], color="tab:blue", label="measured")
-        ref = timed[0]
-        ax_b.plot(xs, [ref["patches_per_s"] * r["devices"] / ref["devices"] for r in timed], "k--o", ms=4,
-                  label=f"linear from N={ref['devices']}")
-        for x, r in zip(xs, timed):
-            ax_b.annotate(f"{r['patches_per_s']:.0f}", (x, r["patches_per_s"]), ha="center", va="bottom", fontsize=8)
+    scaling = result.get("scaling", {})
+    if scaling:
+        ns = [int(n) for n in scaling]
+        xs = [str(n) for n in ns]
+        medians = [scaling[x]["speedup_median"] for x in xs]
+        ax_b.bar(xs, medians, color="tab:blue", label="speed-up (median over rounds)")
+        for x in xs:
+            per = scaling[x]["speedups"]
+            ax_b.plot([x] * len(per), per, "k.", ms=5)
+        ax_b.plot(xs, [n / ns[0] for n in ns], "k--o", ms=4, mfc="none", label="linear")
+        for x, m in zip(xs, medians):
+            ax_b.annotate(f"{m:.2f}×", (x, m), ha="center", va="bottom", fontsize=8)
         ax_b.set_xlabel("GPUs")
-        ax_b.set_ylabel("training patches/s")
+        ax_b.set_ylabel(f"training throughput / N={ns[0]} (dots: rounds)")
         ax_b.legend(fontsize=8)
     scale = "x".join(str(v) for v in result["settings"]["scale"])
     fig.suptitle(f"DDP training, scale {scale}, {result['settings']['scaling']} scaling — "
@@ -399,6 +440,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accelerator", default=None, help="gpu (default) or cpu (--smoke's default)")
     p.add_argument("--strategy", default="ddp", choices=["ddp", "ddp_spawn"],
                    help="ddp: Lightning re-launches the command per rank (the README's path); ddp_spawn: CPU CI's")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the --devices sequence this many times in turn (1 2 4 1 2 4 ...); speed-ups are taken "
+                        "within a round and reported as the median over rounds")
     p.add_argument("--scaling", default="weak", choices=["weak", "strong"],
                    help="weak: data.patches_per_epoch = --patches x N (same steps per epoch); strong: = --patches")
     p.add_argument("--patches", type=int, default=None,
@@ -462,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(torch.device("cuda" if on_gpu else "cpu")), "lightning": lightning.__version__,
         "device_count": count, "cpu_count": os.cpu_count(),
         "settings": {
-            "devices": args.devices, "accelerator": args.accelerator, "strategy": args.strategy,
+            "devices": args.devices, "rounds": args.rounds, "accelerator": args.accelerator, "strategy": args.strategy,
             "scaling": args.scaling, "patches": args.patches, "skip_epochs": args.skip_epochs,
             "batch_size": int(cfg.data.batch_size), "patch_size": list(cfg.data.patch_size),
             "scale": list(cfg.data.scale), "num_workers": int(cfg.data.num_workers),
@@ -497,20 +541,22 @@ def main(argv: list[str] | None = None) -> int:
                                                   else "") + (f" ERROR {m['error']}" if m.get("error") else ""))
 
     runnable = [n for n in args.devices if not (on_gpu and n > count)]
-    for n in args.devices:
+    plan = [(rnd, n) for rnd in range(1, args.rounds + 1) for n in args.devices]  # rounds in turn: 1 2 4 1 2 4
+    to_run = [(rnd, n) for rnd, n in plan if n in runnable]
+    for rnd, n in plan:
         left = args.budget - (time.monotonic() - started) if args.budget else float("inf")
-        share = (left - 15) / (len(runnable) - runnable.index(n)) if n in runnable else 0.0  # the runs left split it
+        share = (left - 15) / (len(to_run) - to_run.index((rnd, n))) if n in runnable else 0.0  # runs left split it
         skip = (f"skipped: {count} GPU(s) here" if n not in runnable else
                 f"skipped: {left:.0f} s of the {args.budget:.0f} s budget left" if left - 15 < 60 else None)
         if skip:
-            result["runs"][str(n)] = {"devices": n, "status": skip, "epochs": []}
-            log(f"N={n}: {skip}")
+            result["runs"][run_key(n, rnd)] = {"devices": n, "round": rnd, "status": skip, "epochs": []}
+            log(f"N={n} round {rnd}: {skip}")
             save()
             continue
         timeout = min(args.run_timeout, max(share, 60.0))
         if timeout < args.run_timeout:
-            log(f"N={n}: {timeout:.0f} s allowed (its share of the {args.budget:.0f} s budget)")
-        run_training(args, n, work, result, save, timeout=timeout)
+            log(f"N={n} round {rnd}: {timeout:.0f} s allowed (its share of the {args.budget:.0f} s budget)")
+        run_training(args, n, rnd, work, result, save, timeout=timeout)
         result["plot"] = str(png_path) if plot(result, png_path) else None
         save()
 

@@ -61,7 +61,8 @@ def test_throughput_leaves_out_warmup_and_compares_to_one_gpu(bench):
                                 "patch_size": [32, 32, 32], "scale": [2, 2, 2], "precision": "bf16-mixed",
                                 "num_workers": 4, "scaling": "weak", "patches": 2048, "skip_epochs": 1}})
     md = bench.markdown(result)
-    assert "| 1400 | 350 | 21.9 | 3.50× | 88% |" in md  # the N=4 row: patches/s, per GPU, steps/s, speed-up
+    assert "| 4 | 1 | ok | 1400 | 350 | 21.9 | 3.50× | 88% |" in md  # N=4, round 1: patches/s, per GPU, steps/s
+    assert result["scaling"]["4"]["speedup_median"] == pytest.approx(3.5)
     assert "| 3 | 31.00 (40 s) | 31.50 (40 s) | 27.40 |" in md  # val trajectory, one column per N
 
 
@@ -74,3 +75,19 @@ def test_weak_scaling_overrides_and_reserved_keys(bench):
     assert "data.patches_per_epoch=2048" in bench.train_overrides(strong, 4, Path("/tmp/run"))
     with pytest.raises(SystemExit):
         bench.parse_args(["--", "trainer.devices=2"])
+
+
+def test_rounds_compare_within_a_round_and_take_the_median(bench):
+    """A host that slows down between rounds must not enter the ratio: each N is compared with N=1 of its round."""
+    runs = {}
+    for rnd, slow in ((1, 1.0), (2, 0.7), (3, 1.0)):  # round 2 ran on a 30 % slower host
+        for n, eff in ((1, 1.0), (4, {1: 0.90, 2: 0.85, 3: 0.95}[rnd])):
+            runs[bench.run_key(n, rnd)] = {"devices": n, "round": rnd, "status": "ok",
+                                           **bench.summarize(epochs(n, 400.0 * slow * eff, {1: 30.0}), n, skip=1)}
+    result = {"runs": runs, "input_pipeline": []}
+    bench.compare(result)
+    assert set(runs) == {"1", "4", "1@2", "4@2", "1@3", "4@3"}
+    assert runs["4@2"]["speedup"] == pytest.approx(4 * 0.85)  # against round 2's N=1, not round 1's
+    four = result["scaling"]["4"]
+    assert four["rounds"] == [1, 2, 3] and four["speedup_median"] == pytest.approx(4 * 0.90)
+    assert four["efficiency_median"] == pytest.approx(0.90)
