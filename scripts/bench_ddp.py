@@ -377,6 +377,8 @@ def markdown(result: dict) -> str:
                              f"{i['input_over_consumption']:.2f} | {i['verdict']} |")
     if result.get("plot"):
         lines += ["", f"![val PSNR and throughput]({Path(result['plot']).name})"]
+    if result.get("gpu_topology"):
+        lines += ["", "GPU interconnect (`nvidia-smi topo -m`):", "", "```", result["gpu_topology"].rstrip(), "```"]
     lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -427,6 +429,14 @@ def plot(result: dict, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return True
+
+
+def gpu_topology() -> str | None:
+    """``nvidia-smi topo -m`` (NVLink or PCIe between the GPUs: what the all-reduce crosses), or None."""
+    try:
+        return subprocess.run(["nvidia-smi", "topo", "-m"], capture_output=True, text=True, timeout=30).stdout or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -504,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "script": "scripts/bench_ddp.py", "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "environment": environment(torch.device("cuda" if on_gpu else "cpu")), "lightning": lightning.__version__,
-        "device_count": count, "cpu_count": os.cpu_count(),
+        "device_count": count, "cpu_count": os.cpu_count(), "gpu_topology": gpu_topology() if on_gpu else None,
         "settings": {
             "devices": args.devices, "rounds": args.rounds, "accelerator": args.accelerator, "strategy": args.strategy,
             "scaling": args.scaling, "patches": args.patches, "skip_epochs": args.skip_epochs,
