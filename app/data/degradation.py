@@ -31,18 +31,24 @@ def profile_kernel(factor: int, profile: str) -> tuple[torch.Tensor, int]:
 
 
 def _blur_and_sample(x: torch.Tensor, axis: int, factor: int, profile: str) -> torch.Tensor:
-    """x (N, 1, X, Y, Z): weighted sum along spatial ``axis`` (0..2) with stride ``factor``."""
+    """x (N, 1, X, Y, Z): weighted sum along spatial ``axis`` (0..2) with stride ``factor``.
+
+    A sum of strided slices, one per tap (a 1-D strided convolution; 2-4x faster than ``F.conv3d`` on CPU,
+    where the training loader's workers run it)."""
     weights, margin = profile_kernel(factor, profile)
-    shape = [1, 1, 1, 1, 1]
-    shape[2 + axis] = weights.numel()
-    kernel = weights.to(x.dtype).reshape(shape)
+    dim = 2 + axis
     if margin:
         pad = [0, 0, 0, 0, 0, 0]
         pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = margin  # F.pad lists the last dim first
         x = F.pad(x, pad, mode="replicate")
-    stride = [1, 1, 1]
-    stride[axis] = factor
-    return F.conv3d(x, kernel.to(x.device), stride=stride)
+    n_out = (x.shape[dim] - weights.numel()) // factor + 1
+    out = None
+    for tap, weight in enumerate(weights.tolist()):
+        window = [slice(None)] * x.ndim
+        window[dim] = slice(tap, tap + (n_out - 1) * factor + 1, factor)
+        term = x[tuple(window)]
+        out = term * weight if out is None else out.add_(term, alpha=weight)
+    return out
 
 
 def _truncate_kspace(x: torch.Tensor, axes: Sequence[int], fraction: float) -> torch.Tensor:
