@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from app.cli import one_line_errors
 from app.data.datamodule import check_patch_geometry
 from app.nn.checkpoint import CheckpointError, read_checkpoint
+from app.nn.ddp_sync import check_sigterm_every
 from app.nn.lightning_module import SRLightningModule
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    check_sigterm_every(trainer, cfg.sigterm_check_every_n_steps)
     for logger in loggers:
         logger.log_hyperparams({"config": _plain(cfg)})
 

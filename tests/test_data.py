@@ -224,6 +224,9 @@ def test_datamodule_batches_in_ras_with_aligned_lr(tmp_path):
     assert from_ras["hr"].shape == (3, 1, 8, 8, 8)
     torch.testing.assert_close(from_psl["hr"], from_ras["hr"])  # reoriented to RAS before patching
     torch.testing.assert_close(from_ras["lr"], simulate_lr(from_ras["hr"], (2, 2, 2), profile="box"))
+    # batches are page-locked (async copies) only where there is a GPU to copy them to, unless set
+    assert dm.train_dataloader().pin_memory == torch.cuda.is_available()
+    assert _datamodule(tmp_path / "list.json", pin_memory=False).pin_memory is False
 
 
 def test_intensity_scaling_is_measured_on_the_simulated_lr():

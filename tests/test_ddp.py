@@ -103,3 +103,31 @@ def test_ranks_draw_different_random_training_patches(num_workers):
     rank0, rank1 = first_batch(0, 2, setup=True), first_batch(1, 2, setup=True)
     assert not torch.allclose(rank0, rank1)
     assert torch.equal(rank0, first_batch(0, 1, setup=True))  # rank 0 (and a 1-process run) keep their stream
+
+
+def test_sigterm_flag_is_broadcast_every_n_batches(monkeypatch):
+    """Lightning 2.6 broadcasts rank 0's SIGTERM flag (a CPU-GPU sync) before every batch; app.train makes it
+    every ``sigterm_check_every_n_steps`` batches, on a counter every rank shares, keeping the loop's settings."""
+    from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
+
+    from app.nn.ddp_sync import SparseSigtermEpochLoop, check_sigterm_every
+
+    broadcasts = []
+    monkeypatch.setattr(_TrainingEpochLoop, "_broadcast_sigterm_tensor",
+                        lambda self: broadcasts.append(self.batch_progress.total.ready))
+    trainer = L.Trainer(accelerator="cpu", min_steps=3, max_steps=7, logger=False, enable_checkpointing=False)
+    check_sigterm_every(trainer, 3)
+    loop = trainer.fit_loop.epoch_loop
+    assert isinstance(loop, SparseSigtermEpochLoop) and (loop.min_steps, loop.max_steps) == (3, 7)
+    for ready in range(8):  # batches done so far, before the next one
+        loop.batch_progress.total.ready = ready
+        loop._broadcast_sigterm_tensor()
+    assert broadcasts == [0, 3, 6]
+    with pytest.raises(TypeError, match="already"):
+        check_sigterm_every(trainer, 3)
+
+    every_batch = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+    check_sigterm_every(every_batch, 1)  # Lightning's own loop stays
+    assert type(every_batch.fit_loop.epoch_loop) is _TrainingEpochLoop
+    with pytest.raises(ValueError, match=">= 1"):
+        check_sigterm_every(every_batch, 0)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset
 from monai.data.utils import pickle_hashing
 
@@ -52,6 +53,7 @@ class SRDataModule(L.LightningDataModule):
         patches_per_epoch: int = 64,
         val_patches: int = 16,
         num_workers: int = 2,
+        pin_memory: bool | None = None,
         cache: str = "memory",
         cache_dir: str | None = None,
         synth: Mapping[str, Any] | None = None,
@@ -71,6 +73,9 @@ class SRDataModule(L.LightningDataModule):
         self.batch_size, self.samples_per_volume = batch_size, samples_per_volume
         self.patches_per_epoch, self.val_patches = patches_per_epoch, val_patches
         self.num_workers, self.cache, self.cache_dir = num_workers, cache, cache_dir
+        # page-locked batches: the host-to-GPU copy runs asynchronously (from pageable memory it first waits
+        # for the GPU to finish all queued work, every step)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         synth = dict(synth or {})
         self.synth = synth if synth.pop("enabled", False) else None
         self.datasets: dict[str, Dataset] = {}
@@ -107,7 +112,8 @@ class SRDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size // self.samples_per_volume, shuffle=True)
