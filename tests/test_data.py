@@ -16,7 +16,7 @@ from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_scale, percentile_unscale, percentile_values
 from app.data.sources import load_split_items
 from app.data.synth import SYNTH_KEY, SynthContrastd, SynthPatchesd, SynthPrepd, linear_weights, log_bias_at
-from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
+from app.data.transforms import RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
 from tests.nifti_factory import permuted_affine, write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
@@ -357,6 +357,25 @@ def _reference_volume(item: dict, seed: int, scale, roi, profile="box", **synth)
 
 def _crop(volume: torch.Tensor, origin, roi) -> torch.Tensor:
     return volume[(slice(None), *(slice(o, o + p) for o, p in zip(origin, roi)))]
+
+
+def test_random_patches_are_windows_of_the_volume_reproducibly():
+    volume = torch.arange(2 * 10 * 9 * 12, dtype=torch.float32).reshape(2, 10, 9, 12)
+    crop = RandPatchesd("image", (4, 9, 5), num_samples=6)
+    crop.set_random_state(1)
+    out = crop({"image": volume, "path": "a.nii.gz"})
+    assert len(out) == 6 and all(o["path"] == "a.nii.gz" for o in out)  # other keys shared
+    origins = list(crop._origins)
+    assert len(set(origins)) > 1 and all(o[1] == 0 for o in origins)  # y has no room: always the whole axis
+    for o, origin in zip(out, origins):
+        assert o["image"].shape == (2, 4, 9, 5) and type(o["image"]) is torch.Tensor  # plain tensor, no metadata
+        torch.testing.assert_close(o["image"], _crop(volume, origin, (4, 9, 5)), rtol=0, atol=0)
+    crop.set_random_state(1)
+    assert [tuple(c) for c in (crop({"image": volume}) and crop._origins)] == origins  # same seed, same windows
+    with pytest.raises(ValueError, match="smaller than roi_size"):
+        crop({"image": volume[:, :3]})
+    with pytest.raises(ValueError, match="num_samples"):
+        RandPatchesd("image", (4, 4, 4), num_samples=0)
 
 
 @pytest.mark.parametrize("shape", [(16, 12, 20), (12, 6, 10)])  # the second is padded along y

@@ -10,17 +10,15 @@ from typing import Any
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
-    EnsureTyped,
     GridPatchd,
     LoadImaged,
     Orientationd,
-    RandSpatialCropSamplesd,
     SpatialPadd,
     SplitDimd,
 )
 
 from app.data.synth import SynthPatchesd, SynthPrepd
-from app.data.transforms import ScaleIntensityFromLRd, SimulateLRd
+from app.data.transforms import RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
 
 TISSUE_KEYS = ("gm", "wm", "csf")
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world space; MONAI's default will change to None
@@ -58,13 +56,10 @@ def train_transforms(
 ) -> Compose:
     """Item dict of paths -> list of ``samples_per_volume`` dicts {"hr": (1, *patch), "lr": (1, *patch/scale)}."""
     keys = ["image", *TISSUE_KEYS] if synth is not None else ["image"]
-    # training patches need no affine: plain tensors from here (MONAI's per-crop metadata tracking cost ~2.5 ms
-    # of CPU per 32^3 patch, more than the rest of the draw)
-    chain = [*_load(keys), EnsureTyped(keys, track_meta=False, allow_missing_keys=True)]
+    chain = _load(keys)
     if synth is None:
         chain += _scale_and_pad(scale, patch_size, intensity, degradation)
-        chain.append(RandSpatialCropSamplesd("image", roi_size=list(patch_size), num_samples=samples_per_volume,
-                                             random_size=False))
+        chain.append(RandPatchesd("image", patch_size, samples_per_volume))
     else:  # the real image scaled as without synthesis; each draw synthesises only its cropped patches
         chain += [
             ScaleIntensityFromLRd("image", scale, degradation["profile"], **intensity),

@@ -35,6 +35,7 @@ from monai.utils import convert_to_tensor
 
 from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_apply, percentile_scale, percentile_values
+from app.data.transforms import random_origins, window
 
 SYNTH_KEY = "synth"  # SynthPrepd's cached per-volume inputs of SynthPatchesd
 TEXTURE_PERCENTILE = 99.5  # the original image, scaled [0, this percentile] -> [0, 1], is the texture of p_rest
@@ -214,8 +215,7 @@ class SynthPatchesd(SynthContrastd):
     def randomize(self, spatial_shape: Sequence[int]) -> None:
         """Synthesise or not (probability ``prob``), the contrast's seed, and the patches' corners (uniform)."""
         super().randomize(None)
-        self._origins = [tuple(int(self.R.randint(0, n - p + 1)) for n, p in zip(spatial_shape, self.roi_size))
-                         for _ in range(self.num_samples)]
+        self._origins = random_origins(self.R, spatial_shape, self.roi_size, self.num_samples)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
@@ -231,7 +231,7 @@ class SynthPatchesd(SynthContrastd):
             raise ValueError(f"image {shape} and tissue maps {[tuple(m.shape[-3:]) for m in maps]} must share a "
                              f"shape of at least roi_size {self.roi_size} (pad them alike first)")
         self.randomize(shape)
-        windows = [(slice(None), *(slice(o, o + p) for o, p in zip(origin, self.roi_size))) for origin in self._origins]
+        windows = [window(origin, self.roi_size) for origin in self._origins]
         if self._do_transform:
             patches = self._synthesise(image, maps, prep, windows)
         else:
