@@ -57,6 +57,24 @@ def draw_contrast(
     return mu, coarse, noise
 
 
+def present_tissue_keys(d: Mapping[Hashable, Any], tissue_keys: Sequence[str]) -> list[str]:
+    """The tissue keys found in ``d``: at least one, else a ValueError."""
+    present = [k for k in tissue_keys if k in d]
+    if not present:
+        raise ValueError(f"contrast synthesis needs tissue maps {list(tissue_keys)} in the data list, found none")
+    return present
+
+
+def rest_texture(probs: Sequence[torch.Tensor], texture: torch.Tensor) -> torch.Tensor:
+    """p_rest * texture: 1 - sum_k p_k and the texture, each clamped to [0, 1]."""
+    return (1.0 - sum(probs)).clamp(0.0, 1.0) * texture.clamp(0.0, 1.0)
+
+
+def mix_contrast(mu: torch.Tensor, probs: Sequence[torch.Tensor], texture: torch.Tensor) -> torch.Tensor:
+    """sum_k mu_k p_k + mu_rest p_rest texture: the synthetic image before bias field and noise."""
+    return sum(m * p for m, p in zip(mu[:-1], probs)) + mu[-1] * rest_texture(probs, texture)
+
+
 def linear_weights(coords: torch.Tensor, size: int, grid: int) -> torch.Tensor:
     """(len(coords), grid) weights of linear interpolation from ``grid`` control points spanning voxels 0 .. size-1
     (``F.interpolate(mode="trilinear", align_corners=True)`` along one axis), at voxel coordinates ``coords``
@@ -130,9 +148,7 @@ class SynthContrastd(RandomizableTransform, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        present = [k for k in self.tissue_keys if k in d]
-        if not present:
-            raise ValueError(f"contrast synthesis needs tissue maps {self.tissue_keys} in the data list, found none")
+        present = present_tissue_keys(d, self.tissue_keys)
         self.randomize()
         maps = [d.pop(k) for k in present]
         if not self._do_transform:
@@ -140,9 +156,8 @@ class SynthContrastd(RandomizableTransform, MapTransform):
         image = convert_to_tensor(d[self.image_key], track_meta=False, dtype=torch.float32)
         probs = [convert_to_tensor(m, track_meta=False, dtype=torch.float32) for m in maps]
         generator, mu, coarse, noise_std = self.draw(len(probs))
-        rest = (1.0 - sum(probs)).clamp(0.0, 1.0)
         texture, _, _ = percentile_scale(image, 0.0, TEXTURE_PERCENTILE)
-        synth = sum(m * p for m, p in zip(mu[:-1], probs)) + mu[-1] * rest * texture.clamp(0.0, 1.0)
+        synth = mix_contrast(mu, probs, texture)
         bias = F.interpolate(coarse[None, None], size=image.shape[-3:], mode="trilinear", align_corners=True)[0]
         synth = synth * bias.exp() + noise_std * torch.randn(image.shape, generator=generator)
         d[self.image_key] = synth
@@ -165,14 +180,11 @@ class SynthPrepd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        present = [k for k in self.tissue_keys if k in d]
-        if not present:
-            raise ValueError(f"contrast synthesis needs tissue maps {self.tissue_keys} in the data list, found none")
+        present = present_tissue_keys(d, self.tissue_keys)
         image = convert_to_tensor(d[self.image_key], track_meta=False, dtype=torch.float32)
         maps = [convert_to_tensor(d[k], track_meta=False, dtype=torch.float32) for k in present]
         lo, hi = percentile_values(image, 0.0, TEXTURE_PERCENTILE)
-        rest = (1.0 - sum(maps)).clamp(0.0, 1.0) * percentile_apply(image, lo, hi).clamp(0.0, 1.0)
-        stack = torch.cat([*maps, rest])
+        stack = torch.cat([*maps, rest_texture(maps, percentile_apply(image, lo, hi))])
         trimmed = stack[(...,) + tuple(slice(0, n - n % s) for n, s in zip(stack.shape[-3:], self.scale))]
         d[SYNTH_KEY] = {"keys": present, "shape": tuple(int(n) for n in image.shape[-3:]), "texture": (lo, hi),
                         "lr": simulate_lr(trimmed, self.scale, self.profile)}
@@ -245,12 +257,10 @@ class SynthPatchesd(SynthContrastd):
         lo, hi = self._percentiles(prep["lr"], volume_shape, mu, coarse, noise_std, generator)
         pad_before = [(n - m) // 2 for n, m in zip(image.shape[-3:], volume_shape)]  # SpatialPadd's "symmetric"
         patches = []
-        for window in windows:
-            coords = [torch.arange(w.start, w.stop) - b for w, b in zip(window[1:], pad_before)]
-            texture = percentile_apply(image[window], *prep["texture"]).clamp(0.0, 1.0)
-            probs = [m[window] for m in maps]
-            rest = (1.0 - sum(probs)).clamp(0.0, 1.0)
-            synth = sum(m * p for m, p in zip(mu[:-1], probs)) + mu[-1] * rest * texture
+        for win in windows:
+            coords = [torch.arange(w.start, w.stop) - b for w, b in zip(win[1:], pad_before)]
+            texture = percentile_apply(image[win], *prep["texture"])
+            synth = mix_contrast(mu, [m[win] for m in maps], texture)
             synth = synth * log_bias_at(coarse, coords, volume_shape).exp()
             if noise_std > 0:
                 synth = synth + noise_std * torch.randn(synth.shape, generator=generator)
