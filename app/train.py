@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from app.cli import one_line_errors
 from app.data.datamodule import check_patch_geometry
@@ -20,6 +24,21 @@ from app.nn.lightning_module import SRLightningModule
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+def compose_train_config(overrides: Sequence[str], output_dir: Path | str | None = None) -> DictConfig:
+    """conf/train.yaml with Hydra ``overrides``, composed as ``@hydra.main`` hands it to :func:`run` (for scripts
+    and tests): the Hydra node set as the current HydraConfig and removed; ``paths.output_dir`` = ``output_dir``
+    when given."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+        if output_dir is not None:
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
 
 
 def _plain(cfg: DictConfig) -> Any:

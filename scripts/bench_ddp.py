@@ -48,7 +48,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
-from bench_env import compose_train_config, environment  # noqa: E402
+from app.train import compose_train_config  # noqa: E402
+from bench_env import environment  # noqa: E402
 
 TAG = "[bench_ddp]"
 GPU_DEFAULTS = ["experiment=x2_iso", "trainer=ddp", "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=2",

@@ -6,7 +6,6 @@ import datetime
 import platform
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -29,25 +28,6 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def compose_train_config(overrides: Sequence[str], output_dir: Path | str | None = None):
-    """conf/train.yaml with Hydra ``overrides`` composed as ``@hydra.main`` hands it to ``app.train.run``: the
-    Hydra node set as the current HydraConfig and removed, ``paths.output_dir`` = ``output_dir`` when given."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from app.train import PROJECT_ROOT  # importing app.train registers the ${project_root:} resolver
-
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra  # as @hydra.main hands it over
-        if output_dir is not None:
-            cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 def autotuners(extra_modules: Sequence[ModuleType] = ()) -> list[Autotuner]:

@@ -17,8 +17,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from app.train import run  # noqa: E402  (also registers the ${project_root:} resolver)
-from bench_env import compose_train_config, environment  # noqa: E402
+from app.train import compose_train_config, run  # noqa: E402
+from bench_env import environment  # noqa: E402
 
 
 def main() -> None:

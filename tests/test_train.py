@@ -10,16 +10,13 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from app.data.datamodule import check_patch_geometry
 from app.nn.checkpoint import CheckpointError, load_sr_model
 from app.nn.unet import SRUNet
-from app.train import run
+from app.train import compose_train_config, run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -35,13 +32,8 @@ FAST = [  # tiny model, tiny patches, 2 steps, 1 val batch
 
 def compose_cfg(tmp_path: Path, overrides: list[str]):
     """Compose conf/train.yaml like @hydra.main does, with every output under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_train_config(overrides, output_dir=tmp_path)
     with open_dict(cfg):
-        del cfg.hydra  # as @hydra.main hands it over: resolvable through HydraConfig only
-        cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path / "logs")
     return cfg
 
