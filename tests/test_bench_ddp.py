@@ -91,3 +91,23 @@ def test_rounds_compare_within_a_round_and_take_the_median(bench):
     four = result["scaling"]["4"]
     assert four["rounds"] == [1, 2, 3] and four["speedup_median"] == pytest.approx(4 * 0.90)
     assert four["efficiency_median"] == pytest.approx(0.90)
+
+
+def test_warmup_run_is_short_untimed_and_recorded(bench, monkeypatch, tmp_path):
+    """The cache warm-up run's own settings (2 short epochs) win over the user's, and it lands in the report, not in
+    the timed runs."""
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["cmd"] = cmd
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    args = bench.parse_args(["--devices", "1", "2", "--", "trainer.max_epochs=9"])
+    assert args.warmup_run and not bench.parse_args(["--no-warmup-run"]).warmup_run
+    result = {"runs": {}}
+    bench.warm_caches(args, tmp_path, result, timeout=60.0)
+    cmd = seen["cmd"]
+    assert cmd[-2:] == ["trainer.max_epochs=2", f"data.patches_per_epoch={bench.WARMUP_PATCHES}"]
+    assert "trainer.devices=1" in cmd and "trainer.max_epochs=9" in cmd  # the user's value, overridden after it
+    assert result["runs"] == {} and result["warmup_run"]["returncode"] == 0
