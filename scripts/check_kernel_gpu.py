@@ -6,7 +6,8 @@ against a float64 torch reference, in fp32 (TF32 dots, the default), bf16, fp16 
 precisions, over
   * random argument combinations (seeded): anisotropic kernel 1-4, stride 1-3, padding, output_padding,
     dilation 1-2, groups 1/2/4, N 1-2, bias on/off, channels that are not multiples of 16, odd sizes,
-    contiguous / channels_last_3d / sliced / permuted inputs, permuted weights, strided biases and grad_outputs;
+    contiguous / channels_last_3d / sliced / permuted inputs, permuted weights, strided biases and grad_outputs,
+    every third case with its backward forced onto channels_last_3d copies (the route of large problems);
     reference: float64 torch on the CPU;
   * the U-Net decoder shapes (N=2; 256->128 at 8^3, 128->64 at 16^3, 64->32 at 32^3 and 64^3; k2s2, k3s2p1op1,
     k4s2p1), NCDHW in every dtype plus bf16 channels_last_3d; reference: float64 torch on the GPU;
@@ -52,6 +53,7 @@ if str(REPO) not in sys.path:
 from triton.runtime.errors import OutOfResources  # noqa: E402
 
 import app.kernels as ops  # noqa: E402
+import app.kernels.functional as functional  # noqa: E402
 from bench_env import autotuners, environment, pinned_configs  # noqa: E402
 
 Triple = tuple[int, int, int]
@@ -99,6 +101,7 @@ class Case:
     b_layout: str = "contiguous"
     g_layout: str = "contiguous"
     ref_on_device: bool = False
+    cl_backward: bool = False  # backward on channels_last_3d copies whatever the size (threshold 0)
     pin: int | None = None
     seed: int = 0
 
@@ -120,7 +123,8 @@ class Case:
                  f"p{t(self.padding)} op{t(self.output_padding)} d{t(self.dilation)} g{self.groups}",
                  "bias" if self.bias else "nobias",
                  f"x:{self.x_layout} w:{self.w_layout} g:{self.g_layout}" + (" b:strided" if self.bias and
-                                                                            self.b_layout != "contiguous" else "")]
+                                                                            self.b_layout != "contiguous" else "")
+                 + (" bwd:cl-copies" if self.cl_backward else "")]
         return " ".join(parts)
 
 
@@ -175,7 +179,7 @@ def random_cases(count: int, seed: int, geometries: int, smoke: bool) -> list[Ca
             groups=groups, bias=rng.random() < 0.6, variants=variants, x_layout=rng.choice(X_LAYOUTS),
             w_layout=rng.choice(("contiguous", "contiguous", "permute")),
             b_layout=rng.choice(("contiguous", "contiguous", "strided")), g_layout=rng.choice(G_LAYOUTS),
-            pin=geo_id, seed=seed * 100_000 + i,
+            cl_backward=i % 3 == 1, pin=geo_id, seed=seed * 100_000 + i,
         )
         if case.macs <= mac_cap:
             cases.append(case)
@@ -293,7 +297,12 @@ def run_op(case: Case, vals: dict[str, torch.Tensor], device: torch.device,
     _poison(gy.numel() * gy.element_size(), device)
     y = ops.conv_transpose3d(x, w, b, **_conv_args(case), **kwargs)
     _poison(x.numel() * x.element_size(), device)
-    grads = torch.autograd.grad(y, [x, w] + ([b] if b is not None else []), gy)
+    default_min = functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL
+    functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = 0 if case.cl_backward else default_min
+    try:
+        grads = torch.autograd.grad(y, [x, w] + ([b] if b is not None else []), gy)
+    finally:
+        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = default_min
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return dict(zip(TENSORS, (y.detach(), *grads)))

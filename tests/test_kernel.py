@@ -138,6 +138,43 @@ def test_forward_and_gradients_match_float64_reference(case) -> None:
         assert _rel(got.grad, ref.grad) <= bound, f"{name} error {_rel(got.grad, ref.grad):.2e}"
 
 
+CHANNELS_LAST_ROUTE = [c for c in CASES if c[4] in ("sliced", "channels_last", "weight_t")] + [
+    CASES[3], CASES[8], CASES[25]]  # + k4s2p1, groups, bf16 (all NCDHW)
+
+
+@pytest.mark.usefixtures("poisoned")
+@pytest.mark.parametrize("case", CHANNELS_LAST_ROUTE, ids=[_case_id(c) for c in CHANNELS_LAST_ROUTE])
+def test_backward_on_channels_last_copies_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the size threshold at 0, every backward runs on channels_last_3d copies (the route large NCDHW problems
+    take): same gradients, and grad_input comes back in x's layout."""
+    import app.kernels.functional as functional
+
+    monkeypatch.setattr(functional, "CHANNELS_LAST_BACKWARD_MIN_NUMEL", 0)
+    seen = []
+    real = triton_kernels.grad_input
+
+    def spy(grad_y, *args, **kwargs):
+        seen.append(grad_y.is_contiguous(memory_format=torch.channels_last_3d))
+        return real(grad_y, *args, **kwargs)
+
+    monkeypatch.setattr(triton_kernels, "grad_input", spy)
+    gen = torch.Generator().manual_seed(hash(_case_id(case)) % 2**31)
+    x, w, b, kw, dtype, layout = _make_inputs(case, gen)
+    x_d, w_d, b_d = _to_device(x, w, b, dtype, layout)
+    y = conv_transpose3d(x_d, w_d, b_d, **kw)
+    refs = [t if t is None else t.clone().requires_grad_() for t in (x, w, b)]
+    y_ref = F.conv_transpose3d(refs[0], refs[1], refs[2], **kw)
+    grad_y = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    y.backward(grad_y.to(DEVICE, dtype))
+    y_ref.backward(grad_y)
+    assert seen == [True], "grad_input did not run on a channels_last_3d grad_output"
+    want = torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format
+    assert x_d.grad.is_contiguous(memory_format=want)
+    for name, got, ref in (("grad_input", x_d, refs[0]), ("grad_weight", w_d, refs[1]), ("grad_bias", b_d, refs[2])):
+        if ref is not None:
+            assert _rel(got.grad, ref.grad) <= BOUNDS[dtype], f"{name} error {_rel(got.grad, ref.grad):.2e}"
+
+
 @pytest.mark.parametrize("kw", [dict(stride=2), dict(stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0)),
                                 dict(stride=2, dilation=2, groups=2)])
 def test_gradcheck_float64(kw) -> None:

@@ -106,15 +106,43 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, w_taps = ctx.saved_tensors
         stride, padding, dilation, groups, precision = ctx.conv
+        need_gx, need_gw = ctx.needs_input_grad[:2]
+        x_channels_last = kernels.is_channels_last(x)
+        gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw)
         gx = gw = gb = None
         with _launch_device(grad_y):
-            if ctx.needs_input_grad[0]:
-                gx = kernels.grad_input(grad_y, w_taps, x, stride, padding, dilation, groups, precision)
-            if ctx.needs_input_grad[1]:
-                gw = kernels.grad_weight(x, grad_y, *ctx.weight_meta, stride, padding, dilation, groups, precision)
+            if need_gx:
+                gx = kernels.grad_input(gy_k, w_taps, x.shape, channels_last, stride, padding, dilation, groups,
+                                        precision)
+                if channels_last and not x_channels_last:
+                    gx = gx.contiguous()  # back to x's (NCDHW) layout, as torch returns it
+            if need_gw:
+                gw = kernels.grad_weight(x_k, gy_k, *ctx.weight_meta, stride, padding, dilation, groups, precision)
             if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
                 gb = kernels.grad_bias(grad_y, ctx.bias_dtype)
         return gx, gw, gb, None, None, None, None, None, None
+
+
+# grad_output elements from which a backward whose tensors are not channels_last_3d runs the kernels on
+# channels_last_3d copies. Measured (H200, bf16, benchmarks/conv_transpose3d_bench.json, f+b minus forward): at
+# 2 x 64 -> 32 channels, 64^3 -> 128^3 (2^27 elements), k4s2p1, the backward took 27 ms on NCDHW tensors and 3.5 ms
+# on channels_last_3d ones; at 2^24 elements k3/k4 took 1.4/3.2 ms against 0.7/1.1 ms and k2s2 the same in both;
+# at <= 2^23 both layouts took the same launch-bound ~0.6-1 ms. The copies: ~0.2 ms at 2^27 (predicted from the
+# measured copy bandwidth, not yet timed).
+CHANNELS_LAST_BACKWARD_MIN_NUMEL = 2**24
+
+
+def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: bool,
+                       need_x: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(grad_y, x, channels_last) for the backward kernels, grad_y (N, C_out, OD, OH, OW), x (N, C_in, D, H, W).
+
+    channels_last_3d operands (copies where they are not already; x only when grad_weight needs it) and True when
+    the problem has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` grad_output elements; else the tensors as they
+    are and whether x is channels_last_3d (grad_input then takes x's layout)."""
+    if grad_y.numel() < CHANNELS_LAST_BACKWARD_MIN_NUMEL:
+        return grad_y, x, x_channels_last
+    cl = torch.channels_last_3d
+    return grad_y.contiguous(memory_format=cl), (x.contiguous(memory_format=cl) if need_x else x), True
 
 
 def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -426,7 +426,8 @@ def _split_count(positions: int, programs: int, device: torch.device) -> int:
     return max(1, min(want, _cdiv(positions, 256), 128))
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is laid out channels_last_3d (and not also plain contiguous, as size-1 dims can make it)."""
     return t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous()
 
 
@@ -449,7 +450,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W) and weight (C_in, C_out/g, kD, kH, kW) of x's dtype
     (any strides; ``tap_major`` is the fast layout); bias (C_out,) of any float dtype. y keeps x's memory format
     (channels_last_3d or not)."""
-    fmt = torch.channels_last_3d if _is_channels_last(x) else torch.contiguous_format
+    fmt = torch.channels_last_3d if is_channels_last(x) else torch.contiguous_format
     y = _empty(out_shape, device=x.device, dtype=x.dtype, memory_format=fmt)
     if y.numel() == 0:
         return y
@@ -468,14 +469,15 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     return y
 
 
-def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_like: torch.Tensor, stride: Triple,
-               padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
-    """grad_x shaped and formatted like ``x_like``; weight of grad_y's dtype, any strides (``tap_major``)."""
-    fmt = torch.channels_last_3d if _is_channels_last(x_like) else torch.contiguous_format
-    gx = _empty(x_like.shape, device=grad_y.device, dtype=grad_y.dtype, memory_format=fmt)
+def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int], channels_last: bool,
+               stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
+    """grad_x of shape ``x_shape`` (N, C_in, D, H, W), channels_last_3d if ``channels_last`` else contiguous;
+    weight of grad_y's dtype, any strides (``tap_major``)."""
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    gx = _empty(x_shape, device=grad_y.device, dtype=grad_y.dtype, memory_format=fmt)
     if gx.numel() == 0:
         return gx
-    n, c_in, d, h, w_ = x_like.shape
+    n, c_in, d, h, w_ = x_shape
     c_out_g = weight.shape[1]
     m = n * d * h * w_
     grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(c_in // groups, meta["BLOCK_N"]))
