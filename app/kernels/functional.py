@@ -108,7 +108,8 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
         stride, padding, dilation, groups, precision = ctx.conv
         need_gx, need_gw = ctx.needs_input_grad[:2]
         x_channels_last = kernels.is_channels_last(x)
-        gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw)
+        kernel_eq_stride = tuple(w_taps.shape[2:]) == tuple(stride)
+        gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw, kernel_eq_stride)
         gx = gw = gb = None
         with _launch_device(grad_y):
             if need_gx:
@@ -126,20 +127,24 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
 # grad_output elements from which a backward whose tensors are not channels_last_3d runs the kernels on
 # channels_last_3d copies. Measured (H200, bf16, benchmarks/conv_transpose3d_bench.json, f+b minus forward): at
 # 2 x 64 -> 32 channels, 64^3 -> 128^3 (2^27 elements), k4s2p1, the backward took 27 ms on NCDHW tensors and 3.5 ms
-# on channels_last_3d ones; at 2^24 elements k3/k4 took 1.4/3.2 ms against 0.7/1.1 ms and k2s2 the same in both;
-# at <= 2^23 both layouts took the same launch-bound ~0.6-1 ms. The copies: ~0.2 ms at 2^27 (predicted from the
-# measured copy bandwidth, not yet timed).
+# on channels_last_3d ones (k2s2: 3.0 and 0.9 ms); at 2^24 elements k3/k4 took 1.4/3.2 ms against 0.7/1.1 ms, but
+# kernel = stride (one tap per phase) 0.78 against 0.84 ms, so it switches one power of two later; at <= 2^23 both
+# layouts took the same launch-bound ~0.6-1 ms. The copies: ~0.2 ms at 2^27 (predicted from the measured copy
+# bandwidth, not yet timed).
 CHANNELS_LAST_BACKWARD_MIN_NUMEL = 2**24
+CHANNELS_LAST_BACKWARD_MIN_NUMEL_KERNEL_EQ_STRIDE = 2**25
 
 
-def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: bool,
-                       need_x: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: bool, need_x: bool,
+                       kernel_eq_stride: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(grad_y, x, channels_last) for the backward kernels, grad_y (N, C_out, OD, OH, OW), x (N, C_in, D, H, W).
 
     channels_last_3d operands (copies where they are not already; x only when grad_weight needs it) and True when
-    the problem has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` grad_output elements; else the tensors as they
-    are and whether x is channels_last_3d (grad_input then takes x's layout)."""
-    if grad_y.numel() < CHANNELS_LAST_BACKWARD_MIN_NUMEL:
+    grad_output has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` elements (``..._KERNEL_EQ_STRIDE`` for kernel =
+    stride); else the tensors as they are and whether x is channels_last_3d (grad_input then takes x's layout)."""
+    threshold = (CHANNELS_LAST_BACKWARD_MIN_NUMEL_KERNEL_EQ_STRIDE if kernel_eq_stride
+                 else CHANNELS_LAST_BACKWARD_MIN_NUMEL)
+    if grad_y.numel() < threshold:
         return grad_y, x, x_channels_last
     cl = torch.channels_last_3d
     return grad_y.contiguous(memory_format=cl), (x.contiguous(memory_format=cl) if need_x else x), True
