@@ -16,7 +16,7 @@ from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_scale, percentile_unscale, percentile_values
 from app.data.sources import load_split_items
 from app.data.synth import SYNTH_KEY, SynthContrastd, SynthPatchesd, SynthPrepd, linear_weights, log_bias_at
-from app.data.transforms import RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
+from app.data.transforms import RandOrientd, RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
 from tests.nifti_factory import permuted_affine, write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
@@ -376,6 +376,44 @@ def test_random_patches_are_windows_of_the_volume_reproducibly():
         crop({"image": volume[:, :3]})
     with pytest.raises(ValueError, match="num_samples"):
         RandPatchesd("image", (4, 4, 4), num_samples=0)
+
+
+@pytest.mark.parametrize("scale, patch, count", [((2, 2, 2), (8, 8, 8), 48), ((1, 1, 4), (8, 8, 8), 16),
+                                                 ((2, 2, 2), (8, 8, 4), 16), ((1, 2, 4), (8, 8, 8), 8)])
+def test_random_orientations_are_the_symmetries_the_degradation_allows(scale, patch, count):
+    """Every draw is a flip / permutation of equal-scale, equal-size axes; all of them occur; and simulating
+    the LR after it equals applying it to the LR of the original patch (both slice profiles)."""
+    hr = torch.rand(1, *patch, generator=torch.Generator().manual_seed(0))
+    orient = RandOrientd("image", scale, patch)
+    orient.set_random_state(3)
+    seen = set()
+    for _ in range(600):
+        out = orient({"image": hr, "path": "a"})["image"]
+        assert out.shape == hr.shape and type(out) is torch.Tensor
+        seen.add(out.numpy().tobytes())
+        assert all(scale[a] == scale[b] and patch[a] == patch[b] for a, b in enumerate(orient._order))
+        for profile in ("box", "gaussian"):
+            lr = simulate_lr(hr, scale, profile)
+            moved = lr.permute(0, *(a + 1 for a in orient._order))
+            moved = moved.flip(orient._flips) if orient._flips else moved
+            torch.testing.assert_close(simulate_lr(out, scale, profile), moved, rtol=1e-5, atol=1e-6)
+    assert len(seen) == count
+    orient.set_random_state(3)
+    again = orient({"image": hr})["image"]
+    orient.set_random_state(3)
+    torch.testing.assert_close(orient({"image": hr})["image"], again, rtol=0, atol=0)  # same seed, same draw
+
+
+def test_training_chain_orients_patches_only_when_asked(tmp_path):
+    write_nifti(tmp_path / "a.nii.gz", np.random.default_rng(1).random((16, 16, 16)).astype(np.float32) * 100)
+    (tmp_path / "list.json").write_text(json.dumps({"train": ["a.nii.gz"], "val": ["a.nii.gz"]}))
+    for orient in (False, True):
+        dm = _datamodule(tmp_path / "list.json", orient=orient)
+        dm.setup()
+        chain = dm.datasets["train"].transform.transforms
+        assert any(isinstance(t, RandOrientd) for t in chain) is orient
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["hr"].shape == (4, 1, 8, 8, 8) and batch["lr"].shape == (4, 1, 4, 4, 4)
 
 
 @pytest.mark.parametrize("shape", [(16, 12, 20), (12, 6, 10)])  # the second is padded along y

@@ -18,7 +18,7 @@ from monai.transforms import (
 )
 
 from app.data.synth import SynthPatchesd, SynthPrepd
-from app.data.transforms import RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
+from app.data.transforms import RandOrientd, RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
 
 TISSUE_KEYS = ("gm", "wm", "csf")
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # NIfTI world space; MONAI's default will change to None
@@ -53,8 +53,10 @@ def train_transforms(
     intensity: Mapping[str, float],
     degradation: Mapping[str, Any],
     synth: Mapping[str, Any] | None = None,
+    orient: bool = False,
 ) -> Compose:
-    """Item dict of paths -> list of ``samples_per_volume`` dicts {"hr": (1, *patch), "lr": (1, *patch/scale)}."""
+    """Item dict of paths -> list of ``samples_per_volume`` dicts {"hr": (1, *patch), "lr": (1, *patch/scale)}.
+    ``orient``: each HR patch gets a random flip / axis permutation that the degradation allows (RandOrientd)."""
     keys = ["image", *TISSUE_KEYS] if synth is not None else ["image"]
     chain = _load(keys)
     if synth is None:
@@ -68,6 +70,8 @@ def train_transforms(
             SynthPatchesd("image", TISSUE_KEYS, patch_size, samples_per_volume, scale, degradation["profile"],
                           **intensity, **synth),
         ]
+    if orient:
+        chain.append(RandOrientd("image", scale, patch_size))
     chain.append(_degrade(scale, degradation, train=True))
     return Compose(chain)
 

@@ -125,3 +125,40 @@ class RandPatchesd(RandomizableTransform, MapTransform):
             raise ValueError(f"image {tuple(image.shape[-3:])} is smaller than roi_size {self.roi_size}; pad it first")
         self.randomize(image.shape[-3:])
         return [{**d, self.key: image[window(o, self.roi_size)]} for o in self._origins]
+
+
+class RandOrientd(RandomizableTransform, MapTransform):
+    """A random symmetry of the HR patch d[key] (C, X, Y, Z) that the degradation does not see: each axis flipped
+    with probability 1/2, and the axes that share their scale factor and patch size permuted at random. With
+    isotropic scale these are the 48 symmetries of the cube; with (1, 1, 4) the 16 that keep the slice axis.
+
+    Flips and permutations of whole LR blocks commute with the (symmetric) slice profiles, so the LR simulated
+    from the transformed patch is the transformed LR: more anatomy orientations from few training volumes."""
+
+    def __init__(self, key: str, scale: Sequence[int], patch_size: Sequence[int], prob: float = 1.0):
+        MapTransform.__init__(self, key)
+        RandomizableTransform.__init__(self, prob=prob)
+        self.key = key
+        signature = [(int(s), int(p)) for s, p in zip(scale, patch_size)]
+        self.groups = [[a for a in range(3) if signature[a] == sig] for sig in dict.fromkeys(signature)]
+        self._flips: tuple[int, ...] = ()
+        self._order: list[int] = [0, 1, 2]
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        order = [0, 1, 2]
+        for axes in self.groups:
+            for a, b in zip(axes, self.R.permutation(axes)):
+                order[a] = int(b)
+        self._order = order
+        self._flips = tuple(a + 1 for a in range(3) if self.R.rand() < 0.5)  # + 1: past the channel dim
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        patch = convert_to_tensor(d[self.key], track_meta=False)
+        patch = patch.permute(0, *(a + 1 for a in self._order))
+        d[self.key] = patch.flip(self._flips) if self._flips else patch
+        return d
