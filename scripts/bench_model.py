@@ -10,6 +10,7 @@ Writes JSON + a markdown table (card, torch, Triton, cuDNN versions) to --out.
 
 GPU:  python scripts/bench_model.py [--ckpt run/checkpoints/last.ckpt] --out benchmarks/model_bench_gpu.json
 CPU:  python scripts/bench_model.py --device cpu --volumes 2mm --out benchmarks/model_bench_cpu.json
+--profile DIR adds torch.profiler op tables of one more run of every job (where the time goes, per mode).
 """
 from __future__ import annotations
 
@@ -51,6 +52,22 @@ def _median_seconds(fn, device: torch.device, repeats: int, warmup: int) -> floa
     return statistics.median(times)
 
 
+def _profile(fn, device: torch.device, path: Path | None) -> None:
+    """One more run of ``fn`` (already warm) under torch.profiler: its op table, by own device time, to ``path``."""
+    if path is None:
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]) as prof:
+        fn()
+        _sync(device)
+    table = prof.key_averages().table(sort_by="self_device_time_total" if on_cuda else "self_cpu_time_total",
+                                      row_limit=30)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
+
+
 def _model_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
     """(U-Net kwargs, meta) from a checkpoint, or from the x2_iso experiment preset."""
     if args.ckpt:
@@ -82,7 +99,7 @@ def _ratio(row: dict, unit: str) -> float | None:
 
 
 def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.device, batch: int,
-                        lr_patch: int, repeats: int) -> dict:
+                        lr_patch: int, repeats: int, profile_dir: Path | None = None) -> dict:
     scale = kwargs["scale"]
     x = torch.rand(batch, 1, lr_patch, lr_patch, lr_patch, device=device)
     target = torch.rand(batch, 1, *(lr_patch * s for s in scale), device=device)
@@ -101,22 +118,29 @@ def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.dev
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         out[f"{mode}_ms"] = 1e3 * _median_seconds(step, device, repeats, warmup=5)
+        _profile(step, device, profile_dir and profile_dir / f"train_batch{batch}_{mode}.txt")
         if device.type == "cuda":
             out[f"{mode}_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     out["triton_over_torch"] = _ratio(out, "ms")
     return out
 
 
-def bench_inference(nets: dict[str, SRUNet], meta: dict, device: torch.device, shape: tuple[int, int, int],
-                    repeats: int, roi: int, sw_batch: int) -> dict:
+def bench_inference(nets: dict[str, SRUNet], meta: dict, device: torch.device, name: str, repeats: int, roi: int,
+                    sw_batch: int, profile_dir: Path | None = None) -> dict:
+    """Whole-volume x-scale inference of the ``name`` volume (VOLUMES) with each net, same window settings."""
+    shape = VOLUMES[name]
     volume = torch.rand(shape) * 1000.0
     window = WindowSettings((roi, roi, roi), 0.25, sw_batch, device, "auto")
     out = {"input_shape": list(shape), "output_shape": [n * s for n, s in zip(shape, meta["scale"])],
            "roi_size": [roi] * 3, "sw_batch_size": sw_batch, "overlap": 0.25}
     for mode, net in nets.items():
         net.eval()
-        out[f"{mode}_s"] = _median_seconds(lambda: super_resolve(net, meta, volume, window), device, repeats,
-                                           warmup=1 if device.type == "cuda" else 0)
+
+        def run() -> None:
+            super_resolve(net, meta, volume, window)
+
+        out[f"{mode}_s"] = _median_seconds(run, device, repeats, warmup=1 if device.type == "cuda" else 0)
+        _profile(run, device, profile_dir and profile_dir / f"infer_{name}_{mode}.txt")
     out["triton_over_torch"] = _ratio(out, "s")
     return out
 
@@ -140,6 +164,8 @@ def main() -> None:
     p.add_argument("--sw-batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=None, help="default: 20 steps / 3 volumes on CUDA, fewer on CPU")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "model_bench_gpu.json")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="folder for torch.profiler op tables (by own device time) of one extra run of every job")
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -153,13 +179,14 @@ def main() -> None:
     }
     result["training_steps"] = []
     for batch in args.batch or ([16, 64] if on_cuda else [16]):
-        step = bench_training_step(nets, kwargs, device, batch, args.lr_patch, args.repeats or (20 if on_cuda else 3))
+        step = bench_training_step(nets, kwargs, device, batch, args.lr_patch, args.repeats or (20 if on_cuda else 3),
+                                   args.profile)
         result["training_steps"].append(step)
         print(f"training step: {json.dumps(step)}", flush=True)
     result["inference"] = {}
     for name in args.volumes:
-        result["inference"][name] = bench_inference(nets, meta, device, VOLUMES[name],
-                                                    args.repeats or (3 if on_cuda else 1), args.roi, args.sw_batch)
+        result["inference"][name] = bench_inference(nets, meta, device, name, args.repeats or (3 if on_cuda else 1),
+                                                    args.roi, args.sw_batch, args.profile)
         print(f"inference {name}: {json.dumps(result['inference'][name])}", flush=True)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
