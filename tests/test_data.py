@@ -16,7 +16,8 @@ from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_scale, percentile_unscale, percentile_values
 from app.data.sources import load_split_items
 from app.data.synth import SYNTH_KEY, SynthContrastd, SynthPatchesd, SynthPrepd, linear_weights, log_bias_at
-from app.data.transforms import RandOrientd, RandPatchesd, ScaleIntensityFromLRd, SimulateLRd
+from app.data.transforms import (RandOrientd, RandPatchesd, ScaleIntensityFromLRd, SimulateLRd, random_origins,
+                                  random_windows, to_roi_size)
 from tests.nifti_factory import permuted_affine, write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
@@ -378,6 +379,38 @@ def test_random_patches_are_windows_of_the_volume_reproducibly():
         RandPatchesd("image", (4, 4, 4), num_samples=0)
 
 
+def test_coarser_windows_are_larger_isotropic_inside_and_off_by_default():
+    shape, roi = (40, 30, 50), (8, 8, 8)
+    plain = random_windows(np.random.RandomState(2), shape, roi, 5)
+    assert plain == (random_origins(np.random.RandomState(2), shape, roi, 5), [roi] * 5)  # same draws as before
+    origins, extents = random_windows(np.random.RandomState(2), shape, roi, 200, (0.5, 3.0))
+    sizes = [e[0] for e in extents]
+    assert all(e == (e[0],) * 3 for e in extents) and min(sizes) == 8 and 20 <= max(sizes) <= 24
+    assert 60 < sizes.count(8) < 140  # about half stay at roi_size
+    assert all(0 <= o and o + n <= s for org, ext in zip(origins, extents) for o, n, s in zip(org, ext, shape))
+    _, capped = random_windows(np.random.RandomState(0), (12, 40, 40), roi, 50, (1.0, 4.0))
+    assert max(e[0] for e in capped) == 12  # the volume's smallest axis caps the factor
+    with pytest.raises(ValueError, match="max_factor"):
+        RandPatchesd("image", roi, 2, coarsen=(0.5, 0.5))
+
+
+def test_to_roi_size_averages_blocks():
+    patch = torch.arange(2 * 16 * 16 * 16, dtype=torch.float32).reshape(2, 16, 16, 16)
+    blocks = patch.reshape(2, 8, 2, 8, 2, 8, 2).mean(dim=(2, 4, 6))
+    torch.testing.assert_close(to_roi_size(patch, (8, 8, 8)), blocks)
+    assert to_roi_size(patch, (16, 16, 16)) is patch
+
+
+def test_coarser_patches_are_averaged_windows_of_the_volume():
+    volume = torch.rand(1, 30, 24, 36, generator=torch.Generator().manual_seed(0))
+    crop = RandPatchesd("image", (8, 8, 8), num_samples=6, coarsen=(1.0, 2.5))
+    crop.set_random_state(4)
+    out = crop({"image": volume})
+    assert {o["image"].shape for o in out} == {(1, 8, 8, 8)} and max(e[0] for e in crop._extents) > 8
+    for o, origin, extent in zip(out, crop._origins, crop._extents):
+        torch.testing.assert_close(o["image"], to_roi_size(_crop(volume, origin, extent), (8, 8, 8)))
+
+
 @pytest.mark.parametrize("scale, patch, count", [((2, 2, 2), (8, 8, 8), 48), ((1, 1, 4), (8, 8, 8), 16),
                                                  ((2, 2, 2), (8, 8, 4), 16), ((1, 2, 4), (8, 8, 8), 8)])
 def test_random_orientations_are_the_symmetries_the_degradation_allows(scale, patch, count):
@@ -404,14 +437,15 @@ def test_random_orientations_are_the_symmetries_the_degradation_allows(scale, pa
     torch.testing.assert_close(orient({"image": hr})["image"], again, rtol=0, atol=0)  # same seed, same draw
 
 
-def test_training_chain_orients_patches_only_when_asked(tmp_path):
+def test_training_chain_orients_and_coarsens_patches_only_when_asked(tmp_path):
     write_nifti(tmp_path / "a.nii.gz", np.random.default_rng(1).random((16, 16, 16)).astype(np.float32) * 100)
     (tmp_path / "list.json").write_text(json.dumps({"train": ["a.nii.gz"], "val": ["a.nii.gz"]}))
     for orient in (False, True):
-        dm = _datamodule(tmp_path / "list.json", orient=orient)
+        dm = _datamodule(tmp_path / "list.json", orient=orient, coarsen={"prob": 0.5 * orient, "max_factor": 1.5})
         dm.setup()
         chain = dm.datasets["train"].transform.transforms
         assert any(isinstance(t, RandOrientd) for t in chain) is orient
+        assert next(t for t in chain if isinstance(t, RandPatchesd)).coarsen == (0.5 * orient, 1.5)
         batch = next(iter(dm.train_dataloader()))
         assert batch["hr"].shape == (4, 1, 8, 8, 8) and batch["lr"].shape == (4, 1, 4, 4, 4)
 
@@ -437,6 +471,22 @@ def test_patch_synthesis_is_the_crop_of_the_whole_volume_synthesis(shape, scale,
         for o, origin in zip(out, patches._origins):
             assert o["image"].shape == (1, *roi) and o["image"].dtype == torch.float32
             torch.testing.assert_close(o["image"], _crop(reference, origin, roi), atol=tol, rtol=tol)
+
+
+def test_coarser_synthetic_patches_average_the_whole_volume_synthesis():
+    """With coarser windows the synthetic patch is the whole-volume synthesis, cropped at the larger window and
+    averaged down to roi_size (no bias field, no noise: exact)."""
+    item, roi, scale = _tissue_item(shape=(16, 12, 20)), (8, 8, 8), (2, 2, 2)
+    synth = {"bias_std": 0.0, "noise_std": (0.0, 0.0)}
+    patches, cached = _patch_synth(item, scale, roi, coarsen=(1.0, 1.5), **synth)
+    for seed in range(3):
+        patches.set_random_state(seed)
+        out = patches(cached)
+        reference = _reference_volume(item, seed, scale, roi, **synth)
+        assert {o["image"].shape for o in out} == {(1, *roi)}
+        for o, origin, extent in zip(out, patches._origins, patches._extents):
+            expected = to_roi_size(_crop(reference, origin, extent), roi)
+            torch.testing.assert_close(o["image"], expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("scale, profile", [((2, 2, 2), "gaussian"), ((1, 1, 4), "box")])  # x2_iso's, x4_thick's

@@ -58,6 +58,7 @@ class SRDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         synth: Mapping[str, Any] | None = None,
         orient: bool = False,
+        coarsen: Mapping[str, float] | None = None,
     ):
         super().__init__()
         if cache not in CACHE_MODES:
@@ -80,6 +81,7 @@ class SRDataModule(L.LightningDataModule):
         synth = dict(synth or {})
         self.synth = synth if synth.pop("enabled", False) else None
         self.orient = bool(orient)
+        self.coarsen = dict(coarsen) if coarsen else None
         self.datasets: dict[str, Dataset] = {}
 
     def _dataset(self, items: list[dict], transform) -> Dataset:
@@ -105,7 +107,7 @@ class SRDataModule(L.LightningDataModule):
                              "volume; add them to the list or set data.synth.enabled=false")
         repeats = math.ceil(self.patches_per_epoch / (self.samples_per_volume * len(splits["train"])))
         train_tf = train_transforms(self.scale, self.patch_size, self.samples_per_volume, self.intensity,
-                                    self.degradation, self.synth, self.orient)
+                                    self.degradation, self.synth, self.orient, self.coarsen)
         eval_tf = eval_transforms(self.scale, self.patch_size, self.val_patches, self.intensity, self.degradation)
         self.datasets["train"] = self._dataset(train_items * repeats, train_tf)
         for split in ("val", "test"):

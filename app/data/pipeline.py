@@ -54,21 +54,25 @@ def train_transforms(
     degradation: Mapping[str, Any],
     synth: Mapping[str, Any] | None = None,
     orient: bool = False,
+    coarsen: Mapping[str, float] | None = None,
 ) -> Compose:
     """Item dict of paths -> list of ``samples_per_volume`` dicts {"hr": (1, *patch), "lr": (1, *patch/scale)}.
-    ``orient``: each HR patch gets a random flip / axis permutation that the degradation allows (RandOrientd)."""
+    ``orient``: each HR patch gets a random flip / axis permutation that the degradation allows (RandOrientd).
+    ``coarsen`` {"prob", "max_factor"}: that share of HR patches is cut f ~ U(1, max_factor) times larger and
+    averaged down to the patch size (voxels f times coarser, as in lower-resolution scans)."""
+    coarsen_args = (float(coarsen["prob"]), float(coarsen["max_factor"])) if coarsen else (0.0, 1.0)
     keys = ["image", *TISSUE_KEYS] if synth is not None else ["image"]
     chain = _load(keys)
     if synth is None:
         chain += _scale_and_pad(scale, patch_size, intensity, degradation)
-        chain.append(RandPatchesd("image", patch_size, samples_per_volume))
+        chain.append(RandPatchesd("image", patch_size, samples_per_volume, coarsen_args))
     else:  # the real image scaled as without synthesis; each draw synthesises only its cropped patches
         chain += [
             ScaleIntensityFromLRd("image", scale, degradation["profile"], **intensity),
             SynthPrepd("image", TISSUE_KEYS, scale, degradation["profile"]),
             SpatialPadd(keys, spatial_size=list(patch_size), allow_missing_keys=True),
             SynthPatchesd("image", TISSUE_KEYS, patch_size, samples_per_volume, scale, degradation["profile"],
-                          **intensity, **synth),
+                          **intensity, **synth, coarsen=coarsen_args),
         ]
     if orient:
         chain.append(RandOrientd("image", scale, patch_size))

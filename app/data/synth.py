@@ -35,7 +35,7 @@ from monai.utils import convert_to_tensor
 
 from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_apply, percentile_scale, percentile_values
-from app.data.transforms import random_origins, window
+from app.data.transforms import check_coarsen, random_windows, to_roi_size, window
 
 SYNTH_KEY = "synth"  # SynthPrepd's cached per-volume inputs of SynthPatchesd
 TEXTURE_PERCENTILE = 99.5  # the original image, scaled [0, this percentile] -> [0, 1], is the texture of p_rest
@@ -215,6 +215,7 @@ class SynthPatchesd(SynthContrastd):
         bias_grid: int = 4,
         noise_std: Sequence[float] = (0.0, 0.03),
         prob: float = 1.0,
+        coarsen: Sequence[float] = (0.0, 1.0),
     ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -222,12 +223,16 @@ class SynthPatchesd(SynthContrastd):
         self.roi_size, self.num_samples = tuple(int(p) for p in roi_size), int(num_samples)
         self.scale, self.lower, self.upper = [int(s) for s in scale], float(lower_percentile), float(upper_percentile)
         self.noise_gain = _noise_gain(self.scale, profile)
+        self.coarsen = check_coarsen(coarsen)
         self._origins: list[tuple[int, ...]] = []
+        self._extents: list[tuple[int, ...]] = []
 
     def randomize(self, spatial_shape: Sequence[int]) -> None:
-        """Synthesise or not (probability ``prob``), the contrast's seed, and the patches' corners (uniform)."""
+        """Synthesise or not (probability ``prob``), the contrast's seed, and the patches' windows (uniform corners;
+        coarser-voxel windows as ``coarsen`` says, see ``random_windows``)."""
         super().randomize(None)
-        self._origins = random_origins(self.R, spatial_shape, self.roi_size, self.num_samples)
+        self._origins, self._extents = random_windows(self.R, spatial_shape, self.roi_size, self.num_samples,
+                                                      self.coarsen)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
@@ -243,12 +248,12 @@ class SynthPatchesd(SynthContrastd):
             raise ValueError(f"image {shape} and tissue maps {[tuple(m.shape[-3:]) for m in maps]} must share a "
                              f"shape of at least roi_size {self.roi_size} (pad them alike first)")
         self.randomize(shape)
-        windows = [window(origin, self.roi_size) for origin in self._origins]
+        windows = [window(origin, extent) for origin, extent in zip(self._origins, self._extents)]
         if self._do_transform:
             patches = self._synthesise(image, maps, prep, windows)
         else:
             patches = [image[w] for w in windows]
-        return [{**d, self.image_key: patch} for patch in patches]
+        return [{**d, self.image_key: to_roi_size(patch, self.roi_size)} for patch in patches]
 
     def _synthesise(self, image: torch.Tensor, maps: list[torch.Tensor], prep: Mapping[str, Any],
                     windows: list[tuple[slice, ...]]) -> list[torch.Tensor]:

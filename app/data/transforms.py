@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
@@ -90,10 +91,45 @@ class SimulateLRd(RandomizableTransform, MapTransform):
         return d
 
 
+def check_coarsen(coarsen: Sequence[float]) -> tuple[float, float]:
+    """(prob, max_factor) of coarser-voxel training patches, validated: 0 <= prob <= 1, max_factor >= 1."""
+    prob, max_factor = (float(v) for v in coarsen)
+    if not 0.0 <= prob <= 1.0 or max_factor < 1.0:
+        raise ValueError(f"coarsen needs 0 <= prob <= 1 and max_factor >= 1, got prob={prob}, max_factor={max_factor}")
+    return prob, max_factor
+
+
 def random_origins(R: np.random.RandomState, spatial_shape: Sequence[int], roi_size: Sequence[int],
                    num_samples: int) -> list[tuple[int, ...]]:
     """``num_samples`` corners of ``roi_size`` windows, uniform over ``spatial_shape`` (each window inside)."""
     return [tuple(int(R.randint(0, n - p + 1)) for n, p in zip(spatial_shape, roi_size)) for _ in range(num_samples)]
+
+
+def random_windows(R: np.random.RandomState, spatial_shape: Sequence[int], roi_size: Sequence[int],
+                   num_samples: int, coarsen: Sequence[float] = (0.0, 1.0)) -> tuple[list, list]:
+    """(corners, extents) of ``num_samples`` windows inside ``spatial_shape``. A window spans ``roi_size``, or, with
+    probability ``coarsen[0]``, roi_size × f with f ~ U(1, coarsen[1]) (one f for all axes, capped so that the window
+    fits): ``to_roi_size`` then averages it down to roi_size, a patch of f times coarser voxels."""
+    prob, max_factor = float(coarsen[0]), float(coarsen[1])
+    roi = tuple(int(p) for p in roi_size)
+    if prob <= 0.0:
+        return random_origins(R, spatial_shape, roi, num_samples), [roi] * num_samples
+    fit = min(n / p for n, p in zip(spatial_shape, roi))
+    origins, extents = [], []
+    for _ in range(num_samples):
+        f = min(float(R.uniform(1.0, max_factor)), fit) if R.rand() < prob else 1.0
+        extent = tuple(max(p, min(n, round(p * f))) for n, p in zip(spatial_shape, roi))
+        origins += random_origins(R, spatial_shape, extent, 1)
+        extents.append(extent)
+    return origins, extents
+
+
+def to_roi_size(patch: torch.Tensor, roi_size: Sequence[int]) -> torch.Tensor:
+    """patch (C, *extent), extent >= roi_size, averaged down to (C, *roi_size) (area: box anti-aliasing); the
+    patch itself when it already has that size."""
+    if tuple(patch.shape[-3:]) == tuple(roi_size):
+        return patch
+    return F.interpolate(patch[None], size=tuple(int(p) for p in roi_size), mode="area")[0]
 
 
 def window(origin: Sequence[int], roi_size: Sequence[int]) -> tuple[slice, ...]:
@@ -107,16 +143,19 @@ class RandPatchesd(RandomizableTransform, MapTransform):
     metadata, which training patches do not use and which cost ~2 ms of CPU per patch (as much as the LR simulation).
     """
 
-    def __init__(self, key: str, roi_size: Sequence[int], num_samples: int):
+    def __init__(self, key: str, roi_size: Sequence[int], num_samples: int, coarsen: Sequence[float] = (0.0, 1.0)):
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         MapTransform.__init__(self, key)
         RandomizableTransform.__init__(self, prob=1.0)
         self.key, self.roi_size, self.num_samples = key, tuple(int(p) for p in roi_size), int(num_samples)
+        self.coarsen = check_coarsen(coarsen)
         self._origins: list[tuple[int, ...]] = []
+        self._extents: list[tuple[int, ...]] = []
 
     def randomize(self, spatial_shape: Sequence[int]) -> None:
-        self._origins = random_origins(self.R, spatial_shape, self.roi_size, self.num_samples)
+        self._origins, self._extents = random_windows(self.R, spatial_shape, self.roi_size, self.num_samples,
+                                                      self.coarsen)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
@@ -124,7 +163,8 @@ class RandPatchesd(RandomizableTransform, MapTransform):
         if any(n < p for n, p in zip(image.shape[-3:], self.roi_size)):
             raise ValueError(f"image {tuple(image.shape[-3:])} is smaller than roi_size {self.roi_size}; pad it first")
         self.randomize(image.shape[-3:])
-        return [{**d, self.key: image[window(o, self.roi_size)]} for o in self._origins]
+        return [{**d, self.key: to_roi_size(image[window(o, e)], self.roi_size)}
+                for o, e in zip(self._origins, self._extents)]
 
 
 class RandOrientd(RandomizableTransform, MapTransform):
