@@ -35,7 +35,7 @@ from monai.utils import convert_to_tensor
 
 from app.data.degradation import profile_kernel, simulate_lr
 from app.data.intensity import percentile_apply, percentile_scale, percentile_values
-from app.data.transforms import check_coarsen, random_windows, to_roi_size, window
+from app.data.transforms import PatchWindows, to_roi_size
 
 SYNTH_KEY = "synth"  # SynthPrepd's cached per-volume inputs of SynthPatchesd
 TEXTURE_PERCENTILE = 99.5  # the original image, scaled [0, this percentile] -> [0, 1], is the texture of p_rest
@@ -191,7 +191,7 @@ class SynthPrepd(MapTransform):
         return d
 
 
-class SynthPatchesd(SynthContrastd):
+class SynthPatchesd(SynthContrastd, PatchWindows):
     """Crop ``num_samples`` random ``roi_size`` patches from d[image_key] (1, *spatial), the real image already
     percentile-scaled and padded to at least ``roi_size``; with probability ``prob`` per call (per loaded volume,
     as SynthContrastd) all of them get one synthetic contrast instead, built from the same windows of the
@@ -217,22 +217,10 @@ class SynthPatchesd(SynthContrastd):
         prob: float = 1.0,
         coarsen: Sequence[float] = (0.0, 1.0),
     ):
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        super().__init__(image_key, tissue_keys, intensity_range, bias_std, bias_grid, noise_std, prob)
-        self.roi_size, self.num_samples = tuple(int(p) for p in roi_size), int(num_samples)
+        self.init_windows(roi_size, num_samples, coarsen)
+        SynthContrastd.__init__(self, image_key, tissue_keys, intensity_range, bias_std, bias_grid, noise_std, prob)
         self.scale, self.lower, self.upper = [int(s) for s in scale], float(lower_percentile), float(upper_percentile)
         self.noise_gain = _noise_gain(self.scale, profile)
-        self.coarsen = check_coarsen(coarsen)
-        self._origins: list[tuple[int, ...]] = []
-        self._extents: list[tuple[int, ...]] = []
-
-    def randomize(self, spatial_shape: Sequence[int]) -> None:
-        """Synthesise or not (probability ``prob``), the contrast's seed, and the patches' windows (uniform corners;
-        coarser-voxel windows as ``coarsen`` says, see ``random_windows``)."""
-        super().randomize(None)
-        self._origins, self._extents = random_windows(self.R, spatial_shape, self.roi_size, self.num_samples,
-                                                      self.coarsen)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
@@ -247,8 +235,8 @@ class SynthPatchesd(SynthContrastd):
         if any(n < p for n, p in zip(shape, self.roi_size)) or any(m.shape[-3:] != shape for m in maps):
             raise ValueError(f"image {shape} and tissue maps {[tuple(m.shape[-3:]) for m in maps]} must share a "
                              f"shape of at least roi_size {self.roi_size} (pad them alike first)")
-        self.randomize(shape)
-        windows = [window(origin, extent) for origin, extent in zip(self._origins, self._extents)]
+        self.randomize()  # synthesise or not (probability ``prob``), the contrast's seed
+        windows = self.draw_windows(shape)
         if self._do_transform:
             patches = self._synthesise(image, maps, prep, windows)
         else:

@@ -91,14 +91,6 @@ class SimulateLRd(RandomizableTransform, MapTransform):
         return d
 
 
-def check_coarsen(coarsen: Sequence[float]) -> tuple[float, float]:
-    """(prob, max_factor) of coarser-voxel training patches, validated: 0 <= prob <= 1, max_factor >= 1."""
-    prob, max_factor = (float(v) for v in coarsen)
-    if not 0.0 <= prob <= 1.0 or max_factor < 1.0:
-        raise ValueError(f"coarsen needs 0 <= prob <= 1 and max_factor >= 1, got prob={prob}, max_factor={max_factor}")
-    return prob, max_factor
-
-
 def random_origins(R: np.random.RandomState, spatial_shape: Sequence[int], roi_size: Sequence[int],
                    num_samples: int) -> list[tuple[int, ...]]:
     """``num_samples`` corners of ``roi_size`` windows, uniform over ``spatial_shape`` (each window inside)."""
@@ -137,34 +129,53 @@ def window(origin: Sequence[int], roi_size: Sequence[int]) -> tuple[slice, ...]:
     return (slice(None), *(slice(o, o + p) for o, p in zip(origin, roi_size)))
 
 
-class RandPatchesd(RandomizableTransform, MapTransform):
+class PatchWindows:
+    """The random patch windows of a patch-cropping transform: ``num_samples`` windows of ``roi_size``, a share
+    ``coarsen[0]`` of them up to ``coarsen[1]`` times larger (``random_windows``); the last draw is kept in
+    ``_origins`` / ``_extents``. Mixed into a RandomizableTransform, whose ``self.R`` it draws from; set up by
+    ``init_windows`` (not ``__init__``: MONAI's transform constructors call ``super().__init__()`` without
+    arguments)."""
+
+    R: np.random.RandomState
+
+    def init_windows(self, roi_size: Sequence[int], num_samples: int, coarsen: Sequence[float] = (0.0, 1.0)):
+        prob, max_factor = (float(v) for v in coarsen)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if not 0.0 <= prob <= 1.0 or max_factor < 1.0:
+            raise ValueError(f"coarsen needs 0 <= prob <= 1 and max_factor >= 1, got prob={prob}, "
+                             f"max_factor={max_factor}")
+        self.roi_size, self.num_samples = tuple(int(p) for p in roi_size), int(num_samples)
+        self.coarsen = (prob, max_factor)
+        self._origins: list[tuple[int, ...]] = []
+        self._extents: list[tuple[int, ...]] = []
+
+    def draw_windows(self, spatial_shape: Sequence[int]) -> list[tuple[slice, ...]]:
+        """New windows inside ``spatial_shape``, as (C, *extent) indices; ``to_roi_size`` brings their crops to
+        roi_size."""
+        self._origins, self._extents = random_windows(self.R, spatial_shape, self.roi_size, self.num_samples,
+                                                      self.coarsen)
+        return [window(o, e) for o, e in zip(self._origins, self._extents)]
+
+
+class RandPatchesd(RandomizableTransform, MapTransform, PatchWindows):
     """Crop ``num_samples`` random ``roi_size`` windows of d[key] (C, *spatial), at least ``roi_size``: a list of
     dicts {key: (C, *roi_size) view} (the other keys shared). MONAI's RandSpatialCropSamplesd without its per-crop
     metadata, which training patches do not use and which cost ~2 ms of CPU per patch (as much as the LR simulation).
     """
 
     def __init__(self, key: str, roi_size: Sequence[int], num_samples: int, coarsen: Sequence[float] = (0.0, 1.0)):
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.init_windows(roi_size, num_samples, coarsen)
         MapTransform.__init__(self, key)
         RandomizableTransform.__init__(self, prob=1.0)
-        self.key, self.roi_size, self.num_samples = key, tuple(int(p) for p in roi_size), int(num_samples)
-        self.coarsen = check_coarsen(coarsen)
-        self._origins: list[tuple[int, ...]] = []
-        self._extents: list[tuple[int, ...]] = []
-
-    def randomize(self, spatial_shape: Sequence[int]) -> None:
-        self._origins, self._extents = random_windows(self.R, spatial_shape, self.roi_size, self.num_samples,
-                                                      self.coarsen)
+        self.key = key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
         image = convert_to_tensor(d.pop(self.key), track_meta=False)
         if any(n < p for n, p in zip(image.shape[-3:], self.roi_size)):
             raise ValueError(f"image {tuple(image.shape[-3:])} is smaller than roi_size {self.roi_size}; pad it first")
-        self.randomize(image.shape[-3:])
-        return [{**d, self.key: to_roi_size(image[window(o, e)], self.roi_size)}
-                for o, e in zip(self._origins, self._extents)]
+        return [{**d, self.key: to_roi_size(image[w], self.roi_size)} for w in self.draw_windows(image.shape[-3:])]
 
 
 class RandOrientd(RandomizableTransform, MapTransform):
