@@ -297,15 +297,13 @@ def run_op(case: Case, vals: dict[str, torch.Tensor], device: torch.device,
     _poison(gy.numel() * gy.element_size(), device)
     y = ops.conv_transpose3d(x, w, b, **_conv_args(case), **kwargs)
     _poison(x.numel() * x.element_size(), device)
-    names = ("CHANNELS_LAST_BACKWARD_MIN_NUMEL", "CHANNELS_LAST_BACKWARD_MIN_NUMEL_KERNEL_EQ_STRIDE")
-    defaults = [getattr(functional, name) for name in names]
-    for name in names if case.cl_backward else ():
-        setattr(functional, name, 0)
+    thresholds = functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL
+    if case.cl_backward:
+        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = dict.fromkeys(thresholds, 0)
     try:
         grads = torch.autograd.grad(y, [x, w] + ([b] if b is not None else []), gy)
     finally:
-        for name, value in zip(names, defaults):
-            setattr(functional, name, value)
+        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = thresholds
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return dict(zip(TENSORS, (y.detach(), *grads)))

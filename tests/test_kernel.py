@@ -149,8 +149,7 @@ def test_backward_on_channels_last_copies_matches_reference(case, monkeypatch: p
     take): same gradients, and grad_input comes back in x's layout."""
     import app.kernels.functional as functional
 
-    monkeypatch.setattr(functional, "CHANNELS_LAST_BACKWARD_MIN_NUMEL", 0)
-    monkeypatch.setattr(functional, "CHANNELS_LAST_BACKWARD_MIN_NUMEL_KERNEL_EQ_STRIDE", 0)
+    monkeypatch.setattr(functional, "CHANNELS_LAST_BACKWARD_MIN_NUMEL", {"kernel_eq_stride": 0, "other": 0})
     seen = []
     real = triton_kernels.grad_input
 

@@ -131,8 +131,7 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
 # kernel = stride (one tap per phase) 0.78 against 0.84 ms, so it switches one power of two later; at <= 2^23 both
 # layouts took the same launch-bound ~0.6-1 ms. The copies: ~0.2 ms at 2^27 (predicted from the measured copy
 # bandwidth, not yet timed).
-CHANNELS_LAST_BACKWARD_MIN_NUMEL = 2**24
-CHANNELS_LAST_BACKWARD_MIN_NUMEL_KERNEL_EQ_STRIDE = 2**25
+CHANNELS_LAST_BACKWARD_MIN_NUMEL = {"kernel_eq_stride": 2**25, "other": 2**24}
 
 
 def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: bool, need_x: bool,
@@ -140,11 +139,9 @@ def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: b
     """(grad_y, x, channels_last) for the backward kernels, grad_y (N, C_out, OD, OH, OW), x (N, C_in, D, H, W).
 
     channels_last_3d operands (copies where they are not already; x only when grad_weight needs it) and True when
-    grad_output has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` elements (``..._KERNEL_EQ_STRIDE`` for kernel =
-    stride); else the tensors as they are and whether x is channels_last_3d (grad_input then takes x's layout)."""
-    threshold = (CHANNELS_LAST_BACKWARD_MIN_NUMEL_KERNEL_EQ_STRIDE if kernel_eq_stride
-                 else CHANNELS_LAST_BACKWARD_MIN_NUMEL)
-    if grad_y.numel() < threshold:
+    grad_output has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` elements (for kernel = stride or not); else the
+    tensors as they are and whether x is channels_last_3d (grad_input then takes x's layout)."""
+    if grad_y.numel() < CHANNELS_LAST_BACKWARD_MIN_NUMEL["kernel_eq_stride" if kernel_eq_stride else "other"]:
         return grad_y, x, x_channels_last
     cl = torch.channels_last_3d
     return grad_y.contiguous(memory_format=cl), (x.contiguous(memory_format=cl) if need_x else x), True
