@@ -191,11 +191,13 @@ def test_empty_batch_returns_empty_tensor() -> None:
     assert y.shape == (0, 2, 8, 8, 8)
 
 
-def test_int64_offsets_path_matches_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("case", [
+    ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
+    ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "channels_last"),  # the GEMM kernels
+], ids=["phases", "gemm"])
+def test_int64_offsets_path_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
     """The int64 index path (taken for tensors spanning 2^31 elements) computes the same result."""
     monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)
-    case = ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32,
-            "contiguous")
     x, w, b, kw, dtype, layout = _make_inputs(case, torch.Generator().manual_seed(0))
     x_d, w_d, b_d = _to_device(x, w, b, dtype, layout)
     y = conv_transpose3d(x_d, w_d, b_d, **kw)
@@ -335,3 +337,17 @@ def test_channels_last_backward_route_thresholds(gy_shape, kernel_eq_stride, rou
     gy_k, x_k, channels_last = functional._backward_operands(grad_y, x, False, True, kernel_eq_stride)
     assert channels_last is route
     assert triton_kernels.is_channels_last(gy_k) is route and triton_kernels.is_channels_last(x_k) is route
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, in_size, out_size, gemm", [
+    ((2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (4, 5, 6), (8, 10, 12), True),   # the U-Net's upsampling
+    ((2, 2, 1), (2, 2, 1), (0, 0, 0), (1, 1, 1), (4, 5, 6), (8, 10, 6), True),    # x4_thick's first layer
+    ((1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), (4, 5, 6), (4, 5, 6), True),
+    ((2, 2, 2), (2, 2, 2), (0, 0, 0), (1, 1, 1), (4, 5, 6), (9, 10, 12), False),  # output_padding
+    ((2, 2, 2), (2, 2, 2), (1, 0, 0), (1, 1, 1), (4, 5, 6), (6, 10, 12), False),  # padding
+    ((2, 2, 2), (2, 2, 2), (0, 0, 0), (2, 1, 1), (4, 5, 6), (9, 10, 12), False),  # dilation
+    ((3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (4, 5, 6), (8, 10, 12), False),
+])
+def test_gemm_geometry_is_kernel_equal_stride_only(kernel, stride, padding, dilation, in_size, out_size,
+                                                    gemm) -> None:
+    assert triton_kernels.is_gemm_geometry(kernel, stride, padding, dilation, in_size, out_size) is gemm

@@ -85,35 +85,39 @@ def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 class _ConvTranspose3dFunction(torch.autograd.Function):
-    """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and re-laid
-    out tap-major in one copy, which the backward reuses; bias is read in its own dtype. Gradients come back in
+    """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and, unless
+    kernel = stride (one GEMM), re-laid out tap-major, in one copy which the backward reuses; bias is read in its own
+    dtype. Gradients come back in
     the dtypes of weight and bias."""
 
     @staticmethod
     @custom_fwd(device_type="cuda")
     def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
-        w_taps = kernels.tap_major(weight, x.dtype)
-        ctx.save_for_backward(x, w_taps)
+        if kernels.is_gemm_geometry(weight.shape[2:], stride, padding, dilation, x.shape[2:], out_shape[2:]):
+            w_kernel = weight.to(x.dtype)  # the GEMM kernels read any layout well: no copy unless autocast casts
+        else:
+            w_kernel = kernels.tap_major(weight, x.dtype)
+        ctx.save_for_backward(x, w_kernel)
         ctx.conv = (stride, padding, dilation, groups, precision)
         ctx.weight_meta = (weight.shape, weight.dtype)
         ctx.bias_dtype = None if bias is None else bias.dtype
         with _launch_device(x):
-            return kernels.forward(x, w_taps, bias, out_shape, stride, padding, dilation, groups, precision)
+            return kernels.forward(x, w_kernel, bias, out_shape, stride, padding, dilation, groups, precision)
 
     @staticmethod
     @once_differentiable
     @custom_bwd(device_type="cuda")
     def backward(ctx, grad_y):
-        x, w_taps = ctx.saved_tensors
+        x, w_kernel = ctx.saved_tensors
         stride, padding, dilation, groups, precision = ctx.conv
         need_gx, need_gw = ctx.needs_input_grad[:2]
         x_channels_last = kernels.is_channels_last(x)
-        kernel_eq_stride = tuple(w_taps.shape[2:]) == tuple(stride)
+        kernel_eq_stride = tuple(w_kernel.shape[2:]) == tuple(stride)
         gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw, kernel_eq_stride)
         gx = gw = gb = None
         with _launch_device(grad_y):
             if need_gx:
-                gx = kernels.grad_input(gy_k, w_taps, x.shape, channels_last, stride, padding, dilation, groups,
+                gx = kernels.grad_input(gy_k, w_kernel, x.shape, channels_last, stride, padding, dilation, groups,
                                         precision)
                 if channels_last and not x_channels_last:
                     gx = gx.contiguous()  # back to x's (NCDHW) layout, as torch returns it

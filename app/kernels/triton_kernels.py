@@ -7,8 +7,11 @@ Conventions (the same as ``torch.nn.functional.conv_transpose3d``):
 Forward, stride-phase (sub-pixel) decomposition: output index o = r + s·q with phase r ∈ [0, s). Tap k reaches
 phase r iff (r + p − k·d) ≡ 0 (mod s), and then reads input q + (r + p − k·d)/s: a constant offset per
 (phase, tap). One program computes a [BLOCK_M positions of one phase] × [BLOCK_N output channels] tile as an
-implicit GEMM over its own taps only (no dead taps, no division of a gathered index). For kernel == stride
-each phase has exactly one tap: a GEMM whose store scatters straight into the output.
+implicit GEMM over its own taps only (no dead taps, no division of a gathered index); its K loop is one flat
+(tap, C_in block) loop, which Triton software-pipelines. kernel == stride with no padding/dilation (the U-Net's
+upsampling) is one plain GEMM instead, x (N·D·H·W × C_in) @ w (C_in × taps·C_out), whose store scatters each
+column (tap, co) to its output voxel (``_fwd_gemm_kernel``; its grad_weight likewise covers all taps in one pass
+over x). grad_input is a strided conv3d of grad_y with the same flat K loop.
 
 Every tensor is addressed through its strides, so NCDHW, channels_last_3d and non-contiguous views need no
 copy. Offsets are int32 unless a tensor spans 2^31 elements or more (then INDEX_64 switches to int64).
@@ -16,6 +19,7 @@ Accumulation is fp32 (fp64 for fp64 inputs).
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -55,6 +59,20 @@ def _mma(acc, a, b, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.
 
 
 @triton.jit
+def _phase_taps(r, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, DIL: tl.constexpr):
+    """Taps of phase r along one axis: (first tap k0, count T, input offset of k0). The taps k with
+    (r + P − k·DIL) ≡ 0 (mod S) are k0 + j·S/g for j < T (g = gcd(S, DIL)); tap k0 + j·S/g reads input q + offset
+    − j·DIL/g."""
+    k0 = r * 0 - 1
+    count = r * 0
+    for k in tl.static_range(K):
+        hit = (r + P - k * DIL) % S == 0
+        count += hit.to(count.dtype)
+        k0 = tl.where(hit & (k0 < 0), k, k0)
+    return k0, count, (r + P - k0 * DIL) // S
+
+
+@triton.jit
 def _fwd_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     M, ID, IH, IW, OD, OH, OW, QD, QH, QW, C_IN_G, C_OUT_G,
@@ -65,13 +83,15 @@ def _fwd_kernel(
     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DD: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    TSD: tl.constexpr, TSH: tl.constexpr, TSW: tl.constexpr,
     HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """y tile = sum over the taps of one stride phase of x[positions + offset] @ w[tap]; grid (M tiles · phases,
-    groups · C_out/groups tiles). M = N·QD·QH·QW counts the positions q of one phase. The sD·sH·sW phases of an M
-    tile are neighbouring programs: they read the same x rows (from L2 after the first) and fill each other's
-    interleaved output sectors while those are still in L2."""
+    groups · C_out/groups tiles). M = N·QD·QH·QW counts the positions q of one phase. The K loop is one flat
+    (tap of the phase, C_in block) loop, which Triton software-pipelines across taps. TS* = S/gcd(S, DIL), the tap
+    step within a phase. The sD·sH·sW phases of an M tile are neighbouring programs: they read the same x rows
+    (from L2 after the first) and fill each other's interleaved output sectors while those are still in L2."""
     pid_m = tl.program_id(0) // (SD * SH * SW)
     pid_p = tl.program_id(0) % (SD * SH * SW)
     pid_n = tl.program_id(1)
@@ -103,42 +123,110 @@ def _fwd_kernel(
     ci_base = g * C_IN_G
     co_glob = g * C_OUT_G + co
     k_range = tl.arange(0, BLOCK_K)
+    kd0, td, bd = _phase_taps(rd, KD, SD, PD, DD)
+    kh0, th, bh = _phase_taps(rh, KH, SH, PH, DH)
+    kw0, tw, bw = _phase_taps(rw, KW, SW, PW, DW)
+    k_blocks = tl.cdiv(C_IN_G, BLOCK_K)
 
     if IS_FP64:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     x_n = x_ptr + n * sxn
-    for kd in range(KD):
-        nd = rd + PD - kd * DD
-        if nd % SD == 0:
-            i_d = qd + nd // SD
-            ok_d = row_ok & (i_d >= 0) & (i_d < ID)
-            for kh in range(KH):
-                nh = rh + PH - kh * DH
-                if nh % SH == 0:
-                    i_h = qh + nh // SH
-                    ok_h = ok_d & (i_h >= 0) & (i_h < IH)
-                    for kw in range(KW):
-                        nw = rw + PW - kw * DW
-                        if nw % SW == 0:
-                            i_w = qw + nw // SW
-                            ok = ok_h & (i_w >= 0) & (i_w < IW)
-                            x_row = x_n + i_d * sxd + i_h * sxh + i_w * sxw
-                            w_tap = w_ptr + kd * swd + kh * swh + kw * sww
-                            for k0 in range(0, C_IN_G, BLOCK_K):
-                                ci = k0 + k_range
-                                ci_ok = ci < C_IN_G
-                                a = tl.load(x_row[:, None] + (ci_base + ci)[None, :] * sxc,
-                                            mask=ok[:, None] & ci_ok[None, :], other=0.0)
-                                b = tl.load(w_tap + (ci_base + ci)[:, None] * swi + co[None, :] * swo,
-                                            mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
-                                acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    for it in range(0, td * th * tw * k_blocks):
+        tap = it // k_blocks
+        ci = (it - tap * k_blocks) * BLOCK_K + k_range
+        jw = tap % tw
+        jh = (tap // tw) % th
+        jd = tap // (tw * th)
+        i_d = qd + bd - jd * (DD * TSD // SD)
+        i_h = qh + bh - jh * (DH * TSH // SH)
+        i_w = qw + bw - jw * (DW * TSW // SW)
+        ok = row_ok & (i_d >= 0) & (i_d < ID) & (i_h >= 0) & (i_h < IH) & (i_w >= 0) & (i_w < IW)
+        ci_ok = ci < C_IN_G
+        w_tap = w_ptr + (kd0 + jd * TSD) * swd + (kh0 + jh * TSH) * swh + (kw0 + jw * TSW) * sww
+        a = tl.load((x_n + i_d * sxd + i_h * sxh + i_w * sxw)[:, None] + (ci_base + ci)[None, :] * sxc,
+                    mask=ok[:, None] & ci_ok[None, :], other=0.0)
+        b = tl.load(w_tap + (ci_base + ci)[:, None] * swi + co[None, :] * swo,
+                    mask=ci_ok[:, None] & co_ok[None, :], other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co_glob, mask=co_ok, other=0.0).to(acc.dtype)[None, :]
     y_row = y_ptr + n * syn + od * syd + oh * syh + ow * syw
     tl.store(y_row[:, None] + co_glob[None, :] * syc, acc.to(y_ptr.dtype.element_ty),
              mask=row_ok[:, None] & co_ok[None, :])
+
+
+@triton.jit
+def _fwd_gemm_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    M, ID, IH, IW, C_IN_G, C_OUT_G,
+    sxn, sxc, sxd, sxh, sxw,
+    swi, swo, swd, swh, sww,
+    syn, syc, syd, syh, syw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, TAP_FASTEST: tl.constexpr,
+    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """kernel = stride, padding 0, dilation 1, output_padding 0: y[n, co, i·k + tap] = x[n, :, i] @ w[:, co, tap]
+    is one GEMM per group, [M = N·D·H·W input positions] × C_in/g @ C_in/g × [taps · C_out/g columns], whose store
+    scatters each column (tap, co) to its output voxel: x is read once, every program spans several phases.
+    Grid (M tiles, groups · column tiles). Columns are ordered (co, tap) when TAP_FASTEST (neighbouring columns
+    are neighbouring W outputs: NCDHW), else (tap, co) (neighbouring channels: channels_last_3d)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    taps: tl.constexpr = KD * KH * KW
+    n_cols = taps * C_OUT_G
+    n_tiles = tl.cdiv(n_cols, BLOCK_N)
+    g = pid_n // n_tiles
+
+    if INDEX_64:
+        m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    i_w = m % IW
+    t = m // IW
+    i_h = t % IH
+    t = t // IH
+    i_d = t % ID
+    n = t // ID
+    row_ok = m < M
+
+    col = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = col < n_cols
+    if TAP_FASTEST:
+        co = col // taps
+        tap = col % taps
+    else:
+        tap = col // C_OUT_G
+        co = col % C_OUT_G
+    kw = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        g = g.to(tl.int64)
+    ci_base = g * C_IN_G
+    co_glob = g * C_OUT_G + co
+    k_range = tl.arange(0, BLOCK_K)
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    x_row = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
+    w_col = w_ptr + co * swo + kd * swd + kh * swh + kw * sww
+    for k0 in range(0, C_IN_G, BLOCK_K):
+        ci = ci_base + k0 + k_range
+        ci_ok = k0 + k_range < C_IN_G
+        a = tl.load(x_row[:, None] + ci[None, :] * sxc, mask=row_ok[:, None] & ci_ok[None, :], other=0.0)
+        b = tl.load(w_col[None, :] + ci[:, None] * swi, mask=ci_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + co_glob, mask=col_ok, other=0.0).to(acc.dtype)[None, :]
+    y_row = y_ptr + n * syn + (i_d * KD) * syd + (i_h * KH) * syh + (i_w * KW) * syw
+    y_col = co_glob * syc + kd * syd + kh * syh + kw * syw
+    tl.store(y_row[:, None] + y_col[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
@@ -187,25 +275,23 @@ def _bwd_input_kernel(
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     g_n = g_ptr + n * sgn
-    for kd in range(KD):
+    k_blocks = tl.cdiv(C_OUT_G, BLOCK_K)
+    for it in range(0, KD * KH * KW * k_blocks):  # one flat (tap, C_out block) loop: pipelined across taps
+        tap = it // k_blocks
+        co = (it - tap * k_blocks) * BLOCK_K + k_range
+        kw = tap % KW
+        kh = (tap // KW) % KH
+        kd = tap // (KW * KH)
         o_d = i_d * SD - PD + kd * DD
-        ok_d = row_ok & (o_d >= 0) & (o_d < OD)
-        for kh in range(KH):
-            o_h = i_h * SH - PH + kh * DH
-            ok_h = ok_d & (o_h >= 0) & (o_h < OH)
-            for kw in range(KW):
-                o_w = i_w * SW - PW + kw * DW
-                ok = ok_h & (o_w >= 0) & (o_w < OW)
-                g_row = g_n + o_d * sgd + o_h * sgh + o_w * sgw
-                w_tap = w_ptr + kd * swd + kh * swh + kw * sww
-                for k0 in range(0, C_OUT_G, BLOCK_K):
-                    co = k0 + k_range
-                    co_ok = co < C_OUT_G
-                    a = tl.load(g_row[:, None] + (co_base + co)[None, :] * sgc,
-                                mask=ok[:, None] & co_ok[None, :], other=0.0)
-                    b = tl.load(w_tap + co[:, None] * swo + ci_glob[None, :] * swi,
-                                mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
-                    acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+        o_h = i_h * SH - PH + kh * DH
+        o_w = i_w * SW - PW + kw * DW
+        ok = row_ok & (o_d >= 0) & (o_d < OD) & (o_h >= 0) & (o_h < OH) & (o_w >= 0) & (o_w < OW)
+        co_ok = co < C_OUT_G
+        a = tl.load((g_n + o_d * sgd + o_h * sgh + o_w * sgw)[:, None] + (co_base + co)[None, :] * sgc,
+                    mask=ok[:, None] & co_ok[None, :], other=0.0)
+        b = tl.load(w_ptr + kd * swd + kh * swh + kw * sww + co[:, None] * swo + ci_glob[None, :] * swi,
+                    mask=co_ok[:, None] & ci_ok[None, :], other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
     x_row = gx_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
     tl.store(x_row[:, None] + ci_glob[None, :] * sxc, acc.to(gx_ptr.dtype.element_ty),
              mask=row_ok[:, None] & ci_ok[None, :])
@@ -282,6 +368,78 @@ def _bwd_weight_kernel(
              mask=ci_ok[:, None] & co_ok[None, :])
 
 
+@triton.jit
+def _bwd_weight_gemm_kernel(
+    x_ptr, g_ptr, part_ptr,
+    P, CHUNK, ID, IH, IW, C_IN, C_IN_G, C_OUT_G,
+    sxn, sxc, sxd, sxh, sxw,
+    sgn, sgc, sgd, sgh, sgw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, TAP_FASTEST: tl.constexpr,
+    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    """Split-K partial of grad_w for the forward's GEMM geometry (``_fwd_gemm_kernel``): grad_w[ci, (co, tap)] =
+    sum_{n, i} x[n, ci, i] · grad_y[n, co, i·k + tap], one GEMM over all taps at once, so x is read once (not once
+    per tap). Grid (groups · ci tiles · column tiles, splits); split z sums input positions [z·CHUNK, (z+1)·CHUNK)
+    of P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64). Column order as the
+    forward's TAP_FASTEST. Deterministic."""
+    pid_t = tl.program_id(0)
+    split = tl.program_id(1)
+    taps: tl.constexpr = KD * KH * KW
+    n_cols = taps * C_OUT_G
+    col_tiles = tl.cdiv(n_cols, BLOCK_N)
+    ci_tiles = tl.cdiv(C_IN_G, BLOCK_CI)
+    g = pid_t // (ci_tiles * col_tiles)
+    r = pid_t % (ci_tiles * col_tiles)
+
+    ci = (r // col_tiles) * BLOCK_CI + tl.arange(0, BLOCK_CI)
+    col = (r % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci_ok = ci < C_IN_G
+    col_ok = col < n_cols
+    if TAP_FASTEST:
+        co = col // taps
+        tap = col % taps
+    else:
+        tap = col // C_OUT_G
+        co = col % C_OUT_G
+    kw = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        g = g.to(tl.int64)
+    ci_glob = g * C_IN_G + ci
+    g_col = (g * C_OUT_G + co) * sgc + kd * sgd + kh * sgh + kw * sgw
+
+    if IS_FP64:
+        acc = tl.zeros((BLOCK_CI, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_CI, BLOCK_N), dtype=tl.float32)
+    if INDEX_64:
+        start = split.to(tl.int64) * CHUNK
+    else:
+        start = split * CHUNK
+    for p0 in range(0, CHUNK, BLOCK_P):
+        p = start + p0 + tl.arange(0, BLOCK_P)
+        i_w = p % IW
+        t = p // IW
+        i_h = t % IH
+        t = t // IH
+        i_d = t % ID
+        n = t // ID
+        p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
+        x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
+        g_row = g_ptr + n * sgn + (i_d * KD) * sgd + (i_h * KH) * sgh + (i_w * KW) * sgw
+        a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
+        b = tl.load(g_row[:, None] + g_col[None, :], mask=p_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    if INDEX_64:
+        base = split.to(tl.int64) * C_IN * C_OUT_G * taps
+    else:
+        base = split * C_IN * C_OUT_G * taps
+    tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * taps + tap[None, :], acc,
+             mask=ci_ok[:, None] & col_ok[None, :])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Launch configurations. Autotune keys: channels, kernel, stride, dilation, dtype (Triton adds the tensors'
 # dtypes to the key) — never spatial sizes, so a new volume size does not re-tune. Under the interpreter the
@@ -293,20 +451,36 @@ _GEMM_CONFIGS = [
     for bm, bn, bk, w, s in [
         (64, 32, 32, 4, 3), (128, 64, 32, 4, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
         (128, 32, 32, 4, 4), (128, 16, 32, 4, 3),  # narrow C_out (the U-Net's last decoder layers, shapes a, c)
+        (128, 32, 64, 4, 4), (256, 32, 64, 8, 3),  # long flat K loops (k3/k4 kernels) at narrow C_out
+    ]
+]
+# kernel = stride GEMM: N = taps · C_out/g columns (256 for the U-Net's 64 -> 32, k2s2), K = C_in/g.
+_FWD_GEMM_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s in [
+        (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 4),
+        (128, 128, 32, 4, 4), (64, 64, 32, 4, 3),
     ]
 ]
 _WGRAD_CONFIGS = [
     triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s) for bp, w, s in [(32, 4, 3), (64, 4, 3), (128, 8, 3)]
 ]
 _WGRAD_TILE = 64  # BLOCK_CI = BLOCK_CO: fixed so that the split count does not depend on the tuned config
+_WGRAD_GEMM_TILE = (64, 128)  # BLOCK_CI, BLOCK_N of the kernel = stride grad_weight GEMM (fixed: same reason)
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
 
 _fwd_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_fwd_kernel)
+_fwd_gemm_tuned = triton.autotune(
+    configs=_FWD_GEMM_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "TAP_FASTEST", "INDEX_64", "PRECISION"]
+)(_fwd_gemm_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
 _bwd_weight_tuned = triton.autotune(
     configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "INDEX_64", "PRECISION"]
 )(_bwd_weight_kernel)
+_bwd_weight_gemm_tuned = triton.autotune(
+    configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "TAP_FASTEST", "INDEX_64", "PRECISION"]
+)(_bwd_weight_gemm_kernel)
 
 
 def _launch_hooks_active() -> bool:
@@ -370,8 +544,10 @@ class _Launcher:
 
 
 _fwd = _Launcher(_fwd_kernel, _fwd_tuned, n_tensors=4)
+_fwd_gemm = _Launcher(_fwd_gemm_kernel, _fwd_gemm_tuned, n_tensors=4)
 _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
 _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=3)
+_bwd_weight_gemm = _Launcher(_bwd_weight_gemm_kernel, _bwd_weight_gemm_tuned, n_tensors=3)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -434,6 +610,14 @@ def is_channels_last(t: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------------------------------------
 # Launchers: validated, shaped arguments in, freshly allocated results out.
 # ----------------------------------------------------------------------------------------------------------
+def is_gemm_geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple,
+                     in_size: Sequence[int], out_size: Sequence[int]) -> bool:
+    """kernel = stride with no padding, dilation or output_padding (the U-Net's upsampling): every output voxel
+    gets exactly one tap, so the forward is one GEMM (``_fwd_gemm_kernel``)."""
+    return (tuple(kernel) == tuple(stride) and not any(padding) and all(d == 1 for d in dilation)
+            and all(o == i * s for o, i, s in zip(out_size, in_size, stride)))
+
+
 def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """weight (C_in, C_out/g, kD, kH, kW) cast to ``dtype`` and stored tap-major, (kD, kH, kW, C_in, C_out/g)
     contiguous, viewed back in weight's shape: the kernels index it through its strides, and one tap's
@@ -456,15 +640,27 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
         return y
     n, c_in = x.shape[:2]
     c_out_g = weight.shape[1]
+    kernel = tuple(weight.shape[2:])
+    b_arg = bias.contiguous() if bias is not None else weight
+    flags = {"HAS_BIAS": bias is not None, "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
+    if is_gemm_geometry(kernel, stride, padding, dilation, x.shape[2:], out_shape[2:]):
+        m = n * x.shape[2] * x.shape[3] * x.shape[4]
+        cols = c_out_g * kernel[0] * kernel[1] * kernel[2]
+        grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(cols, meta["BLOCK_N"]))
+        args = (x, weight, b_arg, y, m, *x.shape[2:], c_in // groups, c_out_g, *x.stride(), *weight.stride(),
+                *y.stride())
+        consts = {"KD": kernel[0], "KH": kernel[1], "KW": kernel[2], "TAP_FASTEST": not is_channels_last(y), **flags}
+        _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
+        return y
     od, oh, ow = out_shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
     m = n * qd * qh * qw
     phases = stride[0] * stride[1] * stride[2]
     grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]) * phases, groups * _cdiv(c_out_g, meta["BLOCK_N"]))
-    args = (x, weight, bias.contiguous() if bias is not None else weight, y, m, *x.shape[2:], od, oh, ow, qd, qh,
-            qw, c_in // groups, c_out_g, *x.stride(), *weight.stride(), *y.stride())
-    consts = {**_geometry(weight.shape[2:], stride, padding, dilation), "HAS_BIAS": bias is not None,
-              "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
+    args = (x, weight, b_arg, y, m, *x.shape[2:], od, oh, ow, qd, qh, qw, c_in // groups, c_out_g, *x.stride(),
+            *weight.stride(), *y.stride())
+    tap_steps = {f"TS{axis}": s // math.gcd(s, d) for axis, s, d in zip("DHW", stride, dilation)}
+    consts = {**_geometry(kernel, stride, padding, dilation), **tap_steps, **flags}
     _fwd(grid, args, consts, _fixed_gemm_config(x.dtype))
     return y
 
@@ -499,21 +695,31 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
     taps = kd * kh * kw
     if positions == 0 or c_in * c_out_g * taps == 0:
         return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype)
-    if x.dtype == torch.float64 or interpreter_active():
-        tile, fixed = 16, {"BLOCK_P": 16 if x.dtype == torch.float64 else 64}
+    small = x.dtype == torch.float64 or interpreter_active()
+    fixed = {"BLOCK_P": 16 if x.dtype == torch.float64 else 64} if small else None
+    gemm = is_gemm_geometry((kd, kh, kw), stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
+    if gemm:  # one program covers taps too
+        tile_ci, tile_n = (16, 16) if small else _WGRAD_GEMM_TILE
+        tiles, tap_programs = groups * _cdiv(c_in // groups, tile_ci) * _cdiv(taps * c_out_g, tile_n), 1
     else:
-        tile, fixed = _WGRAD_TILE, None
-    tiles = groups * _cdiv(c_in // groups, tile) * _cdiv(c_out_g, tile)
-    splits = _split_count(positions, tiles * taps, x.device)
+        tile_ci = tile_n = 16 if small else _WGRAD_TILE
+        tiles, tap_programs = groups * _cdiv(c_in // groups, tile_ci) * _cdiv(c_out_g, tile_n), taps
+    splits = _split_count(positions, tiles * tap_programs, x.device)
     chunk = _cdiv(positions, splits)
     part = _empty((splits, c_in, c_out_g, kd, kh, kw), device=x.device, dtype=acc_dtype)
-    grid = lambda meta: (tiles, taps, splits)
-    args = (x, grad_y, part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in // groups, c_out_g,
-            *x.stride(), *grad_y.stride())
-    consts = {**_geometry((kd, kh, kw), stride, padding, dilation),
-              "INDEX_64": _needs_int64(x, grad_y, part), **_dtype_flags(x.dtype, precision),
-              "BLOCK_CI": tile, "BLOCK_CO": tile}
-    _bwd_weight(grid, args, consts, fixed)
+    flags = {"INDEX_64": _needs_int64(x, grad_y, part), **_dtype_flags(x.dtype, precision)}
+    if gemm:
+        args = (x, grad_y, part, positions, chunk, d, h, w_, c_in, c_in // groups, c_out_g, *x.stride(),
+                *grad_y.stride())
+        consts = {"KD": kd, "KH": kh, "KW": kw, "TAP_FASTEST": not is_channels_last(grad_y), **flags,
+                  "BLOCK_CI": tile_ci, "BLOCK_N": tile_n}
+        _bwd_weight_gemm(lambda meta: (tiles, splits), args, consts, fixed)
+    else:
+        args = (x, grad_y, part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in // groups, c_out_g,
+                *x.stride(), *grad_y.stride())
+        consts = {**_geometry((kd, kh, kw), stride, padding, dilation), **flags, "BLOCK_CI": tile_ci,
+                  "BLOCK_CO": tile_n}
+        _bwd_weight(lambda meta: (tiles, taps, splits), args, consts, fixed)
     gw = part.sum(0) if splits > 1 else part[0]
     return gw.to(weight_dtype)
 
