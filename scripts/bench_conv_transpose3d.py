@@ -50,7 +50,8 @@ if str(REPO) not in sys.path:
 import triton  # noqa: E402
 import triton.testing  # noqa: E402
 
-import app.kernels as ops  # noqa: E402
+import app.kernels as ops
+import app.kernels.functional as functional  # noqa: E402
 from bench_env import autotuners, environment, pinned_configs  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -167,6 +168,23 @@ class Problem:
         return lambda: torch.autograd.grad(op(*leaves), leaves, gy)
 
 
+@contextlib.contextmanager
+def native_ncdhw_backward() -> Iterator[None]:
+    """NCDHW backwards run the kernels on the NCDHW tensors, never on channels_last_3d copies."""
+    saved = functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL
+    functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = {k: math.inf for k in saved}
+    try:
+        yield
+    finally:
+        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = saved
+
+
+def takes_channels_last_route(shape: Shape) -> bool:
+    """Whether an NCDHW backward of ``shape`` runs on channels_last_3d copies (``functional._backward_operands``)."""
+    numel = shape.n * shape.c_out * shape.out ** 3
+    return numel >= functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL["kernel_eq_stride" if shape.k == shape.s else "other"]
+
+
 def timeit(fn: Callable[[], object], device: torch.device) -> float:
     """Median milliseconds of ``fn`` (do_bench: warm-up, then L2 flushed before each rep). On the CPU, one
     wall-clock call: the smoke run only exercises the code, its numbers mean nothing."""
@@ -216,6 +234,9 @@ def precompile(unit: tuple[Shape, str, str]) -> None:
             for layout in LAYOUTS:
                 prob.fn("ours", "fwd", layout)()
                 prob.fn("ours", "fwdbwd", layout)()
+            if takes_channels_last_route(shape):
+                with native_ncdhw_backward():
+                    prob.fn("ours", "fwdbwd", "ncdhw")()
                 if dtype_name == "fp32":
                     for precision in EXACT_PRECISIONS:
                         prob.fn("ours", "fwd", layout, precision)()
@@ -237,12 +258,16 @@ def measure(shape: Shape, dtype_name: str, device: torch.device, bandwidth: floa
     errors["seed"] = rel_err(prob.fn("seed", "fwd", "ncdhw")(), ref)
     times["seed"] = {"fwd": {"ncdhw": timeit(prob.fn("seed", "fwd", "ncdhw"), device)}}
     best = {impl: {mode: min(t.values()) for mode, t in modes.items()} for impl, modes in times.items()}
+    native_fwdbwd = None  # the NCDHW f+b without the channels_last_3d copies, where they are taken
+    if takes_channels_last_route(shape):
+        with native_ncdhw_backward():
+            native_fwdbwd = timeit(prob.fn("ours", "fwdbwd", "ncdhw"), device)
     best_layout = min(LAYOUTS, key=lambda lay: times["ours"]["fwd"][lay])
     row = {
         **asdict(shape), "out": shape.out, "dtype": dtype_name, "bytes": prob.nbytes(), "times_ms": times,
         "best_ms": best, "ours_best_fwd_layout": best_layout,
         "ratio_cudnn_over_ours": {m: best["cudnn"][m] / best["ours"][m] for m in ("fwd", "fwdbwd")},
-        "errors_fwd": errors, "bound": bound,
+        "errors_fwd": errors, "bound": bound, "ours_fwdbwd_ncdhw_without_cl_copies_ms": native_fwdbwd,
         "ours_ok": all(errors[f"ours_{lay}"] <= bound for lay in LAYOUTS), "seed_ok": errors["seed"] <= bound,
         "seed_over_ours_fwd": best["seed"]["fwd"] / best["ours"]["fwd"],
     }
@@ -350,6 +375,13 @@ def markdown(report: dict) -> str:
         lines.append(f"\nFAILED {f['shape']} {f['dtype']}: {f['error']}")
     if report["skipped_for_time_budget"]:
         lines += ["", "Not measured (time budget): " + ", ".join(report["skipped_for_time_budget"])]
+    route_rows = [r for r in report["rows"] if r.get("ours_fwdbwd_ncdhw_without_cl_copies_ms") is not None]
+    if route_rows:
+        lines += ["", "NCDHW forward + backward of ours, ms: the backward on channels_last_3d copies (taken from "
+                  "`CHANNELS_LAST_BACKWARD_MIN_NUMEL` grad_output elements) against the same on the NCDHW tensors:",
+                  "", "| shape | dtype | on CL copies (default) | on NCDHW tensors |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['dtype']} | {r['times_ms']['ours']['fwdbwd']['ncdhw']:.3f} | "
+                  f"{r['ours_fwdbwd_ncdhw_without_cl_copies_ms']:.3f} |" for r in route_rows]
     exact_rows = [r for r in report["rows"] if "exact_fp32" in r]
     if exact_rows:
         names = list(exact_rows[0]["exact_fp32"]["ours_ms"])

@@ -351,3 +351,24 @@ def test_channels_last_backward_route_thresholds(gy_shape, kernel_eq_stride, rou
 def test_gemm_geometry_is_kernel_equal_stride_only(kernel, stride, padding, dilation, in_size, out_size,
                                                     gemm) -> None:
     assert triton_kernels.is_gemm_geometry(kernel, stride, padding, dilation, in_size, out_size) is gemm
+
+
+HOPPER_SHARED_MEMORY = 232448  # bytes per block on H100 / H200
+
+
+@pytest.mark.parametrize("tuned, tiles", [
+    (triton_kernels._fwd_tuned, None), (triton_kernels._fwd_gemm_tuned, None),
+    (triton_kernels._bwd_input_tuned, None),
+    (triton_kernels._bwd_weight_tuned, (triton_kernels._WGRAD_TILE,) * 2),
+    (triton_kernels._bwd_weight_gemm_tuned, triton_kernels._WGRAD_GEMM_TILE),
+], ids=["fwd", "fwd_gemm", "bwd_input", "bwd_weight", "bwd_weight_gemm"])
+def test_every_autotune_config_fits_hopper_shared_memory_in_fp32(tuned, tiles) -> None:
+    """The check and benchmark scripts launch each configuration pinned (no autotuner pruning), in fp32 too: its
+    software pipeline (stages x (A tile + B tile) x 4 bytes) must fit in a block's shared memory."""
+    for config in tuned.configs:
+        kw = config.kwargs
+        if tiles is None:  # GEMM [BLOCK_M x BLOCK_K] @ [BLOCK_K x BLOCK_N]
+            elements = kw["BLOCK_M"] * kw["BLOCK_K"] + kw["BLOCK_K"] * kw["BLOCK_N"]
+        else:  # grad_weight [C_in tile x BLOCK_P] @ [BLOCK_P x column tile]
+            elements = (tiles[0] + tiles[1]) * kw["BLOCK_P"]
+        assert config.num_stages * elements * 4 <= HOPPER_SHARED_MEMORY, config

@@ -451,19 +451,25 @@ _GEMM_CONFIGS = [
     for bm, bn, bk, w, s in [
         (64, 32, 32, 4, 3), (128, 64, 32, 4, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
         (128, 32, 32, 4, 4), (128, 16, 32, 4, 3),  # narrow C_out (the U-Net's last decoder layers, shapes a, c)
-        (128, 32, 64, 4, 4), (256, 32, 64, 8, 3),  # long flat K loops (k3/k4 kernels) at narrow C_out
+        (128, 32, 64, 4, 4), (256, 32, 64, 8, 2),  # long flat K loops (k3/k4 kernels) at narrow C_out
     ]
 ]
 # kernel = stride GEMM: N = taps · C_out/g columns (256 for the U-Net's 64 -> 32, k2s2), K = C_in/g.
 _FWD_GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in [
-        (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 4),
+        (128, 128, 64, 8, 3), (128, 256, 64, 8, 2), (256, 128, 64, 8, 2), (128, 64, 64, 4, 3), (64, 128, 64, 4, 4),
         (128, 128, 32, 4, 4), (64, 64, 32, 4, 3),
     ]
 ]
+# Every configuration must fit in fp32 too (a pinned configuration is launched without the autotuner's pruning):
+# stages · (A tile + B tile) · 4 bytes <= 227 KiB of shared memory per block on H100/H200 (tests check it).
 _WGRAD_CONFIGS = [
     triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s) for bp, w, s in [(32, 4, 3), (64, 4, 3), (128, 8, 3)]
+]
+_WGRAD_GEMM_CONFIGS = [
+    triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
+    for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 4), (128, 8, 2)]
 ]
 _WGRAD_TILE = 64  # BLOCK_CI = BLOCK_CO: fixed so that the split count does not depend on the tuned config
 _WGRAD_GEMM_TILE = (64, 128)  # BLOCK_CI, BLOCK_N of the kernel = stride grad_weight GEMM (fixed: same reason)
@@ -479,7 +485,7 @@ _bwd_weight_tuned = triton.autotune(
     configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "INDEX_64", "PRECISION"]
 )(_bwd_weight_kernel)
 _bwd_weight_gemm_tuned = triton.autotune(
-    configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "TAP_FASTEST", "INDEX_64", "PRECISION"]
+    configs=_WGRAD_GEMM_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "TAP_FASTEST", "INDEX_64", "PRECISION"]
 )(_bwd_weight_gemm_kernel)
 
 
