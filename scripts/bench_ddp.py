@@ -52,8 +52,9 @@ from app.train import compose_train_config  # noqa: E402
 from bench_env import environment  # noqa: E402
 
 TAG = "[bench_ddp]"
+# batch 16 and no coarser patches: the recorded runs' setting (the x2_iso preset's before its retraining at batch 64)
 GPU_DEFAULTS = ["experiment=x2_iso", "trainer=ddp", "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=2",
-                "trainer.num_sanity_val_steps=0", "test=false"]
+                "trainer.num_sanity_val_steps=0", "test=false", "data.batch_size=16", "data.coarsen.prob=0.0"]
 SMOKE = ["trainer.precision=32-true", "model.channels=[4,8]", "model.strides=[2]",
          "data.patch_size=[16,16,16]", "data.batch_size=2", "data.samples_per_volume=2", "data.val_patches=2",
          "data.num_workers=1", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1",
