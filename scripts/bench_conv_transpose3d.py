@@ -406,6 +406,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None,
                    help="processes that precompile the Triton kernels first (default: CPU count, at most 16, on "
                         "CUDA; 0 in smoke mode)")
+    p.add_argument("--only", default=None,
+                   help="measure only the shapes with a tag starting with this, e.g. issue6 (a-d) or decoder")
     p.add_argument("--budget-s", type=float, default=225.0,
                    help="no new shape is started after this many seconds; skipped ones are listed (default 225)")
     p.add_argument("--precompile-budget-s", type=float, default=90.0,
@@ -428,7 +430,11 @@ def main() -> int:
     env = environment(device)
     print(f"{env['device']} | torch {env['torch']} | Triton {env['triton']} | cuDNN {env['cudnn']} | "
           f"backend {env['backend']}", flush=True)
-    units = [(shape, dt) for shape in shapes(args.smoke) for dt in DTYPES]
+    chosen = [s for s in shapes(args.smoke) if args.only is None or any(t.startswith(args.only) for t in s.tags)]
+    if not chosen:
+        print(f"no shape has a tag starting with {args.only!r}", file=sys.stderr)
+        return 2
+    units = [(shape, dt) for shape in chosen for dt in DTYPES]
     if workers > 0:
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers) as pool:
@@ -470,7 +476,7 @@ def main() -> int:
             "timer": "triton.testing.do_bench median" if device.type == "cuda" else "one wall-clock call (CPU)",
             "warmup_ms": WARMUP_MS, "rep_ms": REP_MS, "l2": "flushed by do_bench before every rep",
             "inputs": "seeded torch.randn per shape and dtype, never zeros", "cudnn_benchmark": True,
-            "cudnn_allow_tf32": True, "bias": True, "precompile_workers": workers,
+            "cudnn_allow_tf32": True, "bias": True, "precompile_workers": workers, "only": args.only,
             "reference_for_errors": "torch fp32 with TF32 off (float64 on the CPU)",
         },
         "copy_bandwidth_gbs": bandwidth / 1e9,
