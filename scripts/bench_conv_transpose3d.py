@@ -182,7 +182,8 @@ def native_ncdhw_backward() -> Iterator[None]:
 def takes_channels_last_route(shape: Shape) -> bool:
     """Whether an NCDHW backward of ``shape`` runs on channels_last_3d copies (``functional._backward_operands``)."""
     numel = shape.n * shape.c_out * shape.out ** 3
-    return numel >= functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL["kernel_eq_stride" if shape.k == shape.s else "other"]
+    gemm = shape.k == shape.s and shape.p == 0 and shape.op == 0
+    return numel >= functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL["gemm" if gemm else "other"]
 
 
 def timeit(fn: Callable[[], object], device: torch.device) -> float:

@@ -149,7 +149,7 @@ def test_backward_on_channels_last_copies_matches_reference(case, monkeypatch: p
     take): same gradients, and grad_input comes back in x's layout."""
     import app.kernels.functional as functional
 
-    monkeypatch.setattr(functional, "CHANNELS_LAST_BACKWARD_MIN_NUMEL", {"kernel_eq_stride": 0, "other": 0})
+    monkeypatch.setattr(functional, "CHANNELS_LAST_BACKWARD_MIN_NUMEL", {"gemm": 0, "other": 0})
     seen = []
     real = triton_kernels.grad_input
 
@@ -323,18 +323,17 @@ def test_tap_major_weight_is_one_tap_major_copy(dtype: torch.dtype) -> None:
     torch.testing.assert_close(taps, weight.to(dtype))
 
 
-@pytest.mark.parametrize("gy_shape,kernel_eq_stride,route", [
-    ((2, 32, 64, 64, 64), False, True),   # 2^24 grad_output elements, k != s: channels_last_3d copies
-    ((2, 32, 64, 64, 64), True, False),   # the same size with kernel = stride stays NCDHW ...
-    ((4, 32, 64, 64, 64), True, True),    # ... until 2^25
-    ((2, 32, 32, 32, 32), False, False),  # 2^21: launch-bound, no copies
+@pytest.mark.parametrize("gy_shape,gemm,route", [
+    ((2, 32, 64, 64, 64), False, True),     # 2^24 grad_output elements, k != s: channels_last_3d copies
+    ((2, 32, 32, 32, 32), False, False),    # 2^21: launch-bound, no copies
+    ((2, 32, 128, 128, 128), True, False),  # the GEMM geometry (kernel = stride) never copies
 ])
-def test_channels_last_backward_route_thresholds(gy_shape, kernel_eq_stride, route) -> None:
+def test_channels_last_backward_route_thresholds(gy_shape, gemm, route) -> None:
     import app.kernels.functional as functional
 
     grad_y = torch.empty(gy_shape, device="meta")
     x = torch.empty((gy_shape[0], 64, *(s // 2 for s in gy_shape[2:])), device="meta")
-    gy_k, x_k, channels_last = functional._backward_operands(grad_y, x, False, True, kernel_eq_stride)
+    gy_k, x_k, channels_last = functional._backward_operands(grad_y, x, False, True, gemm)
     assert channels_last is route
     assert triton_kernels.is_channels_last(gy_k) is route and triton_kernels.is_channels_last(x_k) is route
 

@@ -8,6 +8,7 @@ default for convolutions, relative error ~1e-3) and exact fp32 otherwise; ``prec
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -93,7 +94,8 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
     @staticmethod
     @custom_fwd(device_type="cuda")
     def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
-        if kernels.is_gemm_geometry(weight.shape[2:], stride, padding, dilation, x.shape[2:], out_shape[2:]):
+        ctx.gemm = kernels.is_gemm_geometry(weight.shape[2:], stride, padding, dilation, x.shape[2:], out_shape[2:])
+        if ctx.gemm:
             w_kernel = weight.to(x.dtype)  # the GEMM kernels read any layout well: no copy unless autocast casts
         else:
             w_kernel = kernels.tap_major(weight, x.dtype)
@@ -112,8 +114,7 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
         stride, padding, dilation, groups, precision = ctx.conv
         need_gx, need_gw = ctx.needs_input_grad[:2]
         x_channels_last = kernels.is_channels_last(x)
-        kernel_eq_stride = tuple(w_kernel.shape[2:]) == tuple(stride)
-        gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw, kernel_eq_stride)
+        gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw, ctx.gemm)
         gx = gw = gb = None
         with _launch_device(grad_y):
             if need_gx:
@@ -129,23 +130,23 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
 
 
 # grad_output elements from which a backward whose tensors are not channels_last_3d runs the kernels on
-# channels_last_3d copies. Measured (H200, bf16, benchmarks/conv_transpose3d_bench.json, f+b minus forward): at
-# 2 x 64 -> 32 channels, 64^3 -> 128^3 (2^27 elements), k4s2p1, the backward took 27 ms on NCDHW tensors and 3.5 ms
-# on channels_last_3d ones (k2s2: 3.0 and 0.9 ms); at 2^24 elements k3/k4 took 1.4/3.2 ms against 0.7/1.1 ms, but
-# kernel = stride (one tap per phase) 0.78 against 0.84 ms, so it switches one power of two later; at <= 2^23 both
-# layouts took the same launch-bound ~0.6-1 ms. The copies: ~0.2 ms at 2^27 (predicted from the measured copy
-# bandwidth, not yet timed).
-CHANNELS_LAST_BACKWARD_MIN_NUMEL = {"kernel_eq_stride": 2**25, "other": 2**24}
+# channels_last_3d copies, for the GEMM geometry (kernel = stride, no padding/dilation/output_padding) and the
+# others. Measured (H200, benchmarks/conv_transpose3d_bench.json and kernel_notes.md v3, NCDHW f+b): 2 x 64 -> 32
+# channels, 32^3 -> 64^3 (2^24 grad_output elements), k4s2p1, bf16: 0.77 ms on copies against 3.8 ms on the NCDHW
+# tensors; 1 x 32 -> 16, 96^3, k3s2p1op1: 3.7 against 15.1 ms; at <= 2^23 both layouts took the same launch-bound
+# ~0.5-1 ms (v2). The GEMM kernels read NCDHW well: 64^3 -> 128^3 k2s2 (2^27) took 1.05 ms on the NCDHW tensors
+# against 1.86 ms with the copies, so they never copy.
+CHANNELS_LAST_BACKWARD_MIN_NUMEL = {"gemm": math.inf, "other": 2**24}
 
 
 def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: bool, need_x: bool,
-                       kernel_eq_stride: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
+                       gemm: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(grad_y, x, channels_last) for the backward kernels, grad_y (N, C_out, OD, OH, OW), x (N, C_in, D, H, W).
 
     channels_last_3d operands (copies where they are not already; x only when grad_weight needs it) and True when
-    grad_output has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` elements (for kernel = stride or not); else the
+    grad_output has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` elements (for the GEMM geometry or not); else the
     tensors as they are and whether x is channels_last_3d (grad_input then takes x's layout)."""
-    if grad_y.numel() < CHANNELS_LAST_BACKWARD_MIN_NUMEL["kernel_eq_stride" if kernel_eq_stride else "other"]:
+    if grad_y.numel() < CHANNELS_LAST_BACKWARD_MIN_NUMEL["gemm" if gemm else "other"]:
         return grad_y, x, x_channels_last
     cl = torch.channels_last_3d
     return grad_y.contiguous(memory_format=cl), (x.contiguous(memory_format=cl) if need_x else x), True
