@@ -96,7 +96,8 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
         ctx.gemm = kernels.is_gemm_geometry(weight.shape[2:], stride, padding, dilation, x.shape[2:], out_shape[2:])
         if ctx.gemm:
-            w_kernel = weight.to(x.dtype)  # the GEMM kernels read any layout well: no copy unless autocast casts
+            # the GEMM kernels read any layout well: no copy unless autocast casts
+            w_kernel = weight if weight.dtype == x.dtype else weight.to(x.dtype)
         else:
             w_kernel = kernels.tap_major(weight, x.dtype)
         ctx.save_for_backward(x, w_kernel)

@@ -579,7 +579,10 @@ def _span(t: torch.Tensor) -> int:
 
 
 def _needs_int64(*tensors: torch.Tensor) -> bool:
-    return any(_span(t) >= _INT32_LIMIT for t in tensors)
+    """Whether a tensor's addressed elements span 2^31 or more (a storage smaller than that cannot: cheap check
+    first, the host path is latency-bound)."""
+    return any(t.untyped_storage().nbytes() >= _INT32_LIMIT * t.element_size() and _span(t) >= _INT32_LIMIT
+               for t in tensors)
 
 
 def _dtype_flags(dtype: torch.dtype, precision: str) -> dict:
@@ -727,11 +730,12 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
                   "BLOCK_CO": tile_n}
         _bwd_weight(lambda meta: (tiles, taps, splits), args, consts, fixed)
     gw = part.sum(0) if splits > 1 else part[0]
-    return gw.to(weight_dtype)
+    return gw if gw.dtype == weight_dtype else gw.to(weight_dtype)
 
 
 def grad_bias(grad_y: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
     """grad_b (C_out,) = grad_y (N, C_out, OD, OH, OW) summed over batch and space (fp32 accumulation; torch's
     deterministic reduction)."""
     acc_dtype = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
-    return grad_y.sum(dim=(0, 2, 3, 4), dtype=acc_dtype).to(bias_dtype)
+    gb = grad_y.sum(dim=(0, 2, 3, 4), dtype=acc_dtype)
+    return gb if gb.dtype == bias_dtype else gb.to(bias_dtype)
