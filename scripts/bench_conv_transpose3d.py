@@ -52,7 +52,7 @@ import triton.testing  # noqa: E402
 
 import app.kernels as ops
 import app.kernels.functional as functional  # noqa: E402
-from bench_env import autotuners, environment, pinned_configs  # noqa: E402
+from bench_env import autotune_choices, autotuners, environment, pinned_configs  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BOUNDS = {"fp32": 2e-3, "bf16": 2e-2}
@@ -483,6 +483,7 @@ def main() -> int:
         "copy_bandwidth_gbs": bandwidth / 1e9,
         "rows": rows,
         "skipped_for_time_budget": skipped,
+        "autotune_choices": autotune_choices(),
         "failed": failed,
         "summary": summarize(rows),
         "elapsed_s": {"total": round(time.perf_counter() - start, 1),

@@ -39,6 +39,15 @@ def autotuners(extra_modules: Sequence[ModuleType] = ()) -> list[Autotuner]:
     return found
 
 
+def autotune_choices() -> dict[str, list[dict]]:
+    """The configuration each app autotuner chose per key so far (kernel name -> [{key, config}]): which of the
+    listed configurations win, for pruning the lists."""
+    return {tuner.base_fn.__name__: [
+        {"key": [str(k) for k in key],
+         "config": {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}}
+        for key, config in tuner.cache.items()] for tuner in autotuners()}
+
+
 @contextlib.contextmanager
 def pinned_configs(index: int | None, extra_modules: Sequence[ModuleType] = ()) -> Iterator[None]:
     """Pin every autotuner to its configuration ``index`` (modulo its count): no benchmarking and one compilation
