@@ -88,8 +88,7 @@ def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
 class _ConvTranspose3dFunction(torch.autograd.Function):
     """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and, unless
     kernel = stride (one GEMM), re-laid out tap-major, in one copy which the backward reuses; bias is read in its own
-    dtype. Gradients come back in
-    the dtypes of weight and bias."""
+    dtype. Gradients come back in the dtypes of weight and bias."""
 
     @staticmethod
     @custom_fwd(device_type="cuda")
