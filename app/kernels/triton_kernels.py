@@ -59,6 +59,36 @@ def _mma(acc, a, b, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.
 
 
 @triton.jit
+def _tile_rows(pid, BLOCK: tl.constexpr, INDEX_64: tl.constexpr):
+    """Flat indices pid·BLOCK + [0, BLOCK): int64 when INDEX_64, else int32."""
+    if INDEX_64:
+        rows = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        rows = pid * BLOCK + tl.arange(0, BLOCK)
+    return rows
+
+
+@triton.jit
+def _unravel(m, W, H, D):
+    """Flat position m over (N, D, H, W) (W fastest) -> (w, h, d, n)."""
+    w = m % W
+    t = m // W
+    h = t % H
+    t = t // H
+    return w, h, t % D, t // D
+
+
+@triton.jit
+def _zero_acc(ROWS: tl.constexpr, COLS: tl.constexpr, IS_FP64: tl.constexpr):
+    """The [ROWS, COLS] accumulator: fp64 for fp64 operands, else fp32."""
+    if IS_FP64:
+        acc = tl.zeros((ROWS, COLS), dtype=tl.float64)
+    else:
+        acc = tl.zeros((ROWS, COLS), dtype=tl.float32)
+    return acc
+
+
+@triton.jit
 def _phase_taps(r, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, DIL: tl.constexpr):
     """Taps of phase r along one axis: (first tap k0, count T, input offset of k0). The taps k with
     (r + P − k·DIL) ≡ 0 (mod S) are k0 + j·S/g for j < T (g = gcd(S, DIL)); tap k0 + j·S/g reads input q + offset
@@ -101,16 +131,8 @@ def _fwd_kernel(
     n_tiles = tl.cdiv(C_OUT_G, BLOCK_N)
     g = pid_n // n_tiles
 
-    if INDEX_64:
-        m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    else:
-        m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    qw = m % QW
-    t = m // QW
-    qh = t % QH
-    t = t // QH
-    qd = t % QD
-    n = t // QD
+    m = _tile_rows(pid_m, BLOCK_M, INDEX_64)
+    qw, qh, qd, n = _unravel(m, QW, QH, QD)
     od = rd + SD * qd
     oh = rh + SH * qh
     ow = rw + SW * qw
@@ -128,10 +150,7 @@ def _fwd_kernel(
     kw0, tw, bw = _phase_taps(rw, KW, SW, PW, DW)
     k_blocks = tl.cdiv(C_IN_G, BLOCK_K)
 
-    if IS_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
     x_n = x_ptr + n * sxn
     for it in range(0, td * th * tw * k_blocks):
         tap = it // k_blocks
@@ -180,16 +199,8 @@ def _fwd_gemm_kernel(
     n_tiles = tl.cdiv(n_cols, BLOCK_N)
     g = pid_n // n_tiles
 
-    if INDEX_64:
-        m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    else:
-        m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    i_w = m % IW
-    t = m // IW
-    i_h = t % IH
-    t = t // IH
-    i_d = t % ID
-    n = t // ID
+    m = _tile_rows(pid_m, BLOCK_M, INDEX_64)
+    i_w, i_h, i_d, n = _unravel(m, IW, IH, ID)
     row_ok = m < M
 
     col = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -209,10 +220,7 @@ def _fwd_gemm_kernel(
     co_glob = g * C_OUT_G + co
     k_range = tl.arange(0, BLOCK_K)
 
-    if IS_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
     x_row = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
     w_col = w_ptr + co * swo + kd * swd + kh * swh + kw * sww
     for k0 in range(0, C_IN_G, BLOCK_K):
@@ -250,16 +258,8 @@ def _bwd_input_kernel(
     n_tiles = tl.cdiv(C_IN_G, BLOCK_N)
     g = pid_n // n_tiles
 
-    if INDEX_64:
-        m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    else:
-        m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    i_w = m % IW
-    t = m // IW
-    i_h = t % IH
-    t = t // IH
-    i_d = t % ID
-    n = t // ID
+    m = _tile_rows(pid_m, BLOCK_M, INDEX_64)
+    i_w, i_h, i_d, n = _unravel(m, IW, IH, ID)
     row_ok = m < M
 
     ci = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -270,10 +270,7 @@ def _bwd_input_kernel(
     co_base = g * C_OUT_G
     k_range = tl.arange(0, BLOCK_K)
 
-    if IS_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
     g_n = g_ptr + n * sgn
     k_blocks = tl.cdiv(C_OUT_G, BLOCK_K)
     for it in range(0, KD * KH * KW * k_blocks):  # one flat (tap, C_out block) loop: pipelined across taps
@@ -334,22 +331,14 @@ def _bwd_weight_kernel(
     ci_glob = g * C_IN_G + ci
     co_glob = g * C_OUT_G + co
 
-    if IS_FP64:
-        acc = tl.zeros((BLOCK_CI, BLOCK_CO), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_CI, BLOCK_CO), dtype=tl.float32)
+    acc = _zero_acc(BLOCK_CI, BLOCK_CO, IS_FP64)
     if INDEX_64:
         start = split.to(tl.int64) * CHUNK
     else:
         start = split * CHUNK
     for p0 in range(0, CHUNK, BLOCK_P):
         p = start + p0 + tl.arange(0, BLOCK_P)
-        i_w = p % IW
-        t = p // IW
-        i_h = t % IH
-        t = t // IH
-        i_d = t % ID
-        n = t // ID
+        i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
         p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
         o_d = i_d * SD - PD + kd * DD
         o_h = i_h * SH - PH + kh * DH
@@ -410,22 +399,14 @@ def _bwd_weight_gemm_kernel(
     ci_glob = g * C_IN_G + ci
     g_col = (g * C_OUT_G + co) * sgc + kd * sgd + kh * sgh + kw * sgw
 
-    if IS_FP64:
-        acc = tl.zeros((BLOCK_CI, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_CI, BLOCK_N), dtype=tl.float32)
+    acc = _zero_acc(BLOCK_CI, BLOCK_N, IS_FP64)
     if INDEX_64:
         start = split.to(tl.int64) * CHUNK
     else:
         start = split * CHUNK
     for p0 in range(0, CHUNK, BLOCK_P):
         p = start + p0 + tl.arange(0, BLOCK_P)
-        i_w = p % IW
-        t = p // IW
-        i_h = t % IH
-        t = t // IH
-        i_d = t % ID
-        n = t // ID
+        i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
         p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
         x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
         g_row = g_ptr + n * sgn + (i_d * KD) * sgd + (i_h * KH) * sgh + (i_w * KW) * sgw
