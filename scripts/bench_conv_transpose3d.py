@@ -50,9 +50,11 @@ if str(REPO) not in sys.path:
 import triton  # noqa: E402
 import triton.testing  # noqa: E402
 
-import app.kernels as ops
+import app.kernels as ops  # noqa: E402
 import app.kernels.functional as functional  # noqa: E402
-from bench_env import autotune_choices, autotuners, environment, pinned_configs  # noqa: E402
+import app.kernels.triton_kernels as kernels  # noqa: E402
+from bench_env import (  # noqa: E402
+    autotune_choices, autotuners, channels_last_backward_from, environment, pinned_configs)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BOUNDS = {"fp32": 2e-3, "bf16": 2e-2}
@@ -168,22 +170,11 @@ class Problem:
         return lambda: torch.autograd.grad(op(*leaves), leaves, gy)
 
 
-@contextlib.contextmanager
-def native_ncdhw_backward() -> Iterator[None]:
-    """NCDHW backwards run the kernels on the NCDHW tensors, never on channels_last_3d copies."""
-    saved = functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL
-    functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = {k: math.inf for k in saved}
-    try:
-        yield
-    finally:
-        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = saved
-
-
 def takes_channels_last_route(shape: Shape) -> bool:
     """Whether an NCDHW backward of ``shape`` runs on channels_last_3d copies (``functional._backward_operands``)."""
-    numel = shape.n * shape.c_out * shape.out ** 3
-    gemm = shape.k == shape.s and shape.p == 0 and shape.op == 0
-    return numel >= functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL["gemm" if gemm else "other"]
+    gemm = kernels.is_gemm_geometry((shape.k,) * 3, (shape.s,) * 3, (shape.p,) * 3, (1, 1, 1), (shape.size,) * 3,
+                                    (shape.out,) * 3)
+    return functional.backward_on_channels_last(shape.n * shape.c_out * shape.out ** 3, gemm)
 
 
 def timeit(fn: Callable[[], object], device: torch.device) -> float:
@@ -236,7 +227,7 @@ def precompile(unit: tuple[Shape, str, str]) -> None:
                 prob.fn("ours", "fwd", layout)()
                 prob.fn("ours", "fwdbwd", layout)()
             if takes_channels_last_route(shape):
-                with native_ncdhw_backward():
+                with channels_last_backward_from(math.inf):
                     prob.fn("ours", "fwdbwd", "ncdhw")()
                 if dtype_name == "fp32":
                     for precision in EXACT_PRECISIONS:
@@ -261,7 +252,7 @@ def measure(shape: Shape, dtype_name: str, device: torch.device, bandwidth: floa
     best = {impl: {mode: min(t.values()) for mode, t in modes.items()} for impl, modes in times.items()}
     native_fwdbwd = None  # the NCDHW f+b without the channels_last_3d copies, where they are taken
     if takes_channels_last_route(shape):
-        with native_ncdhw_backward():
+        with channels_last_backward_from(math.inf):
             native_fwdbwd = timeit(prob.fn("ours", "fwdbwd", "ncdhw"), device)
     best_layout = min(LAYOUTS, key=lambda lay: times["ours"]["fwd"][lay])
     row = {

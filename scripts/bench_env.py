@@ -1,4 +1,5 @@
-"""Shared by the GPU check and the benchmarks beside it: the environment record and autotune pinning."""
+"""Shared by the GPU check and the benchmarks beside it: the environment record, autotune pinning and the
+backward's channels_last_3d-copy threshold."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +13,7 @@ import torch
 import triton
 from triton.runtime.autotuner import Autotuner
 
+import app.kernels.functional as functional
 from app.kernels import backend_name
 
 
@@ -63,3 +65,15 @@ def pinned_configs(index: int | None, extra_modules: Sequence[ModuleType] = ()) 
     finally:
         for tuner, configs in saved:
             tuner.configs = configs
+
+
+@contextlib.contextmanager
+def channels_last_backward_from(numel: float) -> Iterator[None]:
+    """NCDHW backwards of every geometry run on channels_last_3d copies from ``numel`` grad_output elements (0: all
+    of them, ``math.inf``: none), instead of ``functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL``."""
+    saved = functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL
+    functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = dict.fromkeys(saved, numel)
+    try:
+        yield
+    finally:
+        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = saved

@@ -29,6 +29,7 @@ Exit status: 0 when every check passes, 1 on any failure, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -53,8 +54,7 @@ if str(REPO) not in sys.path:
 from triton.runtime.errors import OutOfResources  # noqa: E402
 
 import app.kernels as ops  # noqa: E402
-import app.kernels.functional as functional  # noqa: E402
-from bench_env import autotuners, environment, pinned_configs  # noqa: E402
+from bench_env import autotuners, channels_last_backward_from, environment, pinned_configs  # noqa: E402
 
 Triple = tuple[int, int, int]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -297,13 +297,8 @@ def run_op(case: Case, vals: dict[str, torch.Tensor], device: torch.device,
     _poison(gy.numel() * gy.element_size(), device)
     y = ops.conv_transpose3d(x, w, b, **_conv_args(case), **kwargs)
     _poison(x.numel() * x.element_size(), device)
-    thresholds = functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL
-    if case.cl_backward:
-        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = dict.fromkeys(thresholds, 0)
-    try:
+    with channels_last_backward_from(0) if case.cl_backward else contextlib.nullcontext():
         grads = torch.autograd.grad(y, [x, w] + ([b] if b is not None else []), gy)
-    finally:
-        functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = thresholds
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return dict(zip(TENSORS, (y.detach(), *grads)))

@@ -139,14 +139,20 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
 CHANNELS_LAST_BACKWARD_MIN_NUMEL = {"gemm": math.inf, "other": 2**24}
 
 
+def backward_on_channels_last(grad_y_numel: int, gemm: bool) -> bool:
+    """Whether a backward with ``grad_y_numel`` grad_output elements runs on channels_last_3d operands
+    (``CHANNELS_LAST_BACKWARD_MIN_NUMEL``, for the GEMM geometry or not)."""
+    return grad_y_numel >= CHANNELS_LAST_BACKWARD_MIN_NUMEL["gemm" if gemm else "other"]
+
+
 def _backward_operands(grad_y: torch.Tensor, x: torch.Tensor, x_channels_last: bool, need_x: bool,
                        gemm: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(grad_y, x, channels_last) for the backward kernels, grad_y (N, C_out, OD, OH, OW), x (N, C_in, D, H, W).
 
     channels_last_3d operands (copies where they are not already; x only when grad_weight needs it) and True when
-    grad_output has at least ``CHANNELS_LAST_BACKWARD_MIN_NUMEL`` elements (for the GEMM geometry or not); else the
-    tensors as they are and whether x is channels_last_3d (grad_input then takes x's layout)."""
-    if grad_y.numel() < CHANNELS_LAST_BACKWARD_MIN_NUMEL["gemm" if gemm else "other"]:
+    ``backward_on_channels_last``; else the tensors as they are and whether x is channels_last_3d (grad_input then
+    takes x's layout)."""
+    if not backward_on_channels_last(grad_y.numel(), gemm):
         return grad_y, x, x_channels_last
     cl = torch.channels_last_3d
     return grad_y.contiguous(memory_format=cl), (x.contiguous(memory_format=cl) if need_x else x), True
