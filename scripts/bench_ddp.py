@@ -84,6 +84,13 @@ def train_overrides(args: argparse.Namespace, n: int, run_dir: Path) -> list[str
             *args.overrides]
 
 
+def train_command(args: argparse.Namespace, n: int, run_dir: Path, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of one ``python -m app.train`` run on ``n`` devices in ``run_dir``; ``extra`` overrides
+    come last."""
+    return ([sys.executable, "-m", "app.train", *train_overrides(args, n, run_dir), *extra],
+            {**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
 # --------------------------------------------------------------------------------------------------- training runs
 def summarize(epochs: list[dict], n: int, skip: int) -> dict[str, Any]:
     """Throughput over the epochs >= skip (all of them, flagged, if there are no others), and the val trajectory."""
@@ -134,14 +141,13 @@ def run_training(args: argparse.Namespace, n: int, rnd: int, work: Path, result:
     stats = run_dir / "epoch_stats.jsonl"
     log_file = work / f"{name}.log"
     stats.unlink(missing_ok=True)  # a reused --work-dir: no stale epochs
-    cmd = [sys.executable, "-m", "app.train", *train_overrides(args, n, run_dir)]
+    cmd, env = train_command(args, n, run_dir)
     entry = result["runs"][run_key(n, rnd)] = {"devices": n, "round": rnd, "status": "running", "command": cmd[1:],
                                                "run_dir": str(run_dir), "log": str(log_file), "epochs": []}
     save()
     log(f"{tag}: start -> {log_file}")
     log(f"{tag}: python -m app.train {' '.join(cmd[3:])}")
     start = time.monotonic()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log_file.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     max_epochs = next((o.split("=", 1)[1] for o in reversed(cmd) if o.startswith("trainer.max_epochs=")), "?")
@@ -197,14 +203,14 @@ def warm_caches(args: argparse.Namespace, work: Path, result: dict, timeout: flo
     """One short N=1 run before the timed ones, not counted: it fills Triton's on-disk compile cache, which a fresh
     machine lacks (the first run's epoch 0 took 42 s there against ~10 s once cached), so no timed run pays for it."""
     log_file = work / "warmup.log"
-    cmd = [sys.executable, "-m", "app.train", *train_overrides(args, 1, work / "warmup"),
-           "trainer.max_epochs=2", f"data.patches_per_epoch={WARMUP_PATCHES}"]
+    cmd, env = train_command(args, 1, work / "warmup", "trainer.max_epochs=2",
+                             f"data.patches_per_epoch={WARMUP_PATCHES}")
     log(f"warm-up run (not timed): N=1, 2 epochs of {WARMUP_PATCHES} patches -> {log_file}")
     start = time.monotonic()
     with log_file.open("w") as out:
         try:
-            code = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout).returncode
+            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             code = None
     result["warmup_run"] = {"wall_s": round(time.monotonic() - start, 1), "returncode": code, "log": str(log_file)}
