@@ -193,8 +193,9 @@ def test_empty_batch_returns_empty_tensor() -> None:
 
 @pytest.mark.parametrize("case", [
     ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
-    ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "channels_last"),  # the GEMM kernels
-], ids=["phases", "gemm"])
+    ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),  # both GEMM kernels
+    ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "channels_last"),  # phases + GEMM grad_weight
+], ids=["phases", "gemm", "gemm_channels_last"])
 def test_int64_offsets_path_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
     """The int64 index path (taken for tensors spanning 2^31 elements) computes the same result."""
     monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)
@@ -350,6 +351,15 @@ def test_channels_last_backward_route_thresholds(gy_shape, gemm, route) -> None:
 def test_gemm_geometry_is_kernel_equal_stride_only(kernel, stride, padding, dilation, in_size, out_size,
                                                     gemm) -> None:
     assert triton_kernels.is_gemm_geometry(kernel, stride, padding, dilation, in_size, out_size) is gemm
+
+
+@pytest.mark.parametrize("memory_format, gemm", [(torch.contiguous_format, True), (torch.channels_last_3d, False)])
+def test_forward_is_gemm_only_off_channels_last(memory_format, gemm) -> None:
+    """kernel = stride: one GEMM for NCDHW x; the phase kernel for channels_last_3d x (faster there on the GPU)."""
+    x = torch.empty((2, 8, 4, 5, 6), device="meta").contiguous(memory_format=memory_format)
+    three = lambda v: (v,) * 3  # noqa: E731
+    assert triton_kernels.forward_is_gemm(x, three(2), three(2), three(0), three(1), (8, 10, 12)) is gemm
+    assert not triton_kernels.forward_is_gemm(x, three(2), three(2), three(1), three(1), (6, 8, 10))
 
 
 HOPPER_SHARED_MEMORY = 232448  # bytes per block on H100 / H200

@@ -86,16 +86,16 @@ def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 class _ConvTranspose3dFunction(torch.autograd.Function):
-    """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and, unless
-    kernel = stride (one GEMM), re-laid out tap-major, in one copy which the backward reuses; bias is read in its own
-    dtype. Gradients come back in the dtypes of weight and bias."""
+    """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and, unless the
+    forward is one GEMM (``kernels.forward_is_gemm``), re-laid out tap-major, in one copy which the backward reuses;
+    bias is read in its own dtype. Gradients come back in the dtypes of weight and bias."""
 
     @staticmethod
     @custom_fwd(device_type="cuda")
     def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
         ctx.gemm = kernels.is_gemm_geometry(weight.shape[2:], stride, padding, dilation, x.shape[2:], out_shape[2:])
-        if ctx.gemm:
-            # the GEMM kernels read any layout well: no copy unless autocast casts
+        if kernels.forward_is_gemm(x, weight.shape[2:], stride, padding, dilation, out_shape[2:]):
+            # the GEMM kernel reads any weight layout well: no copy unless autocast casts
             w_kernel = weight if weight.dtype == x.dtype else weight.to(x.dtype)
         else:
             w_kernel = kernels.tap_major(weight, x.dtype)

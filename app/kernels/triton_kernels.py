@@ -608,6 +608,15 @@ def is_gemm_geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dil
             and all(o == i * s for o, i, s in zip(out_size, in_size, stride)))
 
 
+def forward_is_gemm(x: torch.Tensor, kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple,
+                    out_size: Sequence[int]) -> bool:
+    """Whether the forward of x (N, C_in, D, H, W) runs as one GEMM (``_fwd_gemm_kernel``, weight in any layout):
+    the GEMM geometry with x not channels_last_3d. In channels_last_3d the phase kernel (tap-major weight) is used:
+    on 2, 64 -> 32, 64^3, k2s2, bf16 (H200) v2's phase kernel took 0.240 ms there and the GEMM 0.437 ms, while in
+    NCDHW the GEMM took 0.355 ms (benchmarks/kernel_notes.md, v3)."""
+    return not is_channels_last(x) and is_gemm_geometry(kernel, stride, padding, dilation, x.shape[2:], out_size)
+
+
 def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """weight (C_in, C_out/g, kD, kH, kW) cast to ``dtype`` and stored tap-major, (kD, kH, kW, C_in, C_out/g)
     contiguous, viewed back in weight's shape: the kernels index it through its strides, and one tap's
@@ -633,7 +642,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     kernel = tuple(weight.shape[2:])
     b_arg = bias.contiguous() if bias is not None else weight
     flags = {"HAS_BIAS": bias is not None, "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
-    if is_gemm_geometry(kernel, stride, padding, dilation, x.shape[2:], out_shape[2:]):
+    if forward_is_gemm(x, kernel, stride, padding, dilation, out_shape[2:]):
         m = n * x.shape[2] * x.shape[3] * x.shape[4]
         cols = c_out_g * kernel[0] * kernel[1] * kernel[2]
         grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(cols, meta["BLOCK_N"]))
