@@ -54,7 +54,7 @@ import app.kernels as ops  # noqa: E402
 import app.kernels.functional as functional  # noqa: E402
 import app.kernels.triton_kernels as kernels  # noqa: E402
 from bench_env import (  # noqa: E402
-    autotune_choices, autotuners, channels_last_backward_from, environment, pinned_configs)
+    autotune_choices, autotuners, channels_last_backward_from, environment, own_times_us, pinned_configs)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BOUNDS = {"fp32": 2e-3, "bf16": 2e-2}
@@ -255,6 +255,7 @@ def measure(shape: Shape, dtype_name: str, device: torch.device, bandwidth: floa
         with channels_last_backward_from(math.inf):
             native_fwdbwd = timeit(prob.fn("ours", "fwdbwd", "ncdhw"), device)
     best_layout = min(LAYOUTS, key=lambda lay: times["ours"]["fwd"][lay])
+    fwdbwd_layout = min(LAYOUTS, key=lambda lay: times["ours"]["fwdbwd"][lay])
     row = {
         **asdict(shape), "out": shape.out, "dtype": dtype_name, "bytes": prob.nbytes(), "times_ms": times,
         "best_ms": best, "ours_best_fwd_layout": best_layout,
@@ -262,6 +263,8 @@ def measure(shape: Shape, dtype_name: str, device: torch.device, bandwidth: floa
         "errors_fwd": errors, "bound": bound, "ours_fwdbwd_ncdhw_without_cl_copies_ms": native_fwdbwd,
         "ours_ok": all(errors[f"ours_{lay}"] <= bound for lay in LAYOUTS), "seed_ok": errors["seed"] <= bound,
         "seed_over_ours_fwd": best["seed"]["fwd"] / best["ours"]["fwd"],
+        "ours_fwdbwd_own_times_us": {"layout": fwdbwd_layout,
+                                     "by_op": own_times_us(prob.fn("ours", "fwdbwd", fwdbwd_layout), device)},
     }
     floor = {m: b / bandwidth * 1e3 for m, b in row["bytes"].items()}
     row["floor_ms"] = floor
@@ -374,6 +377,13 @@ def markdown(report: dict) -> str:
                   "", "| shape | dtype | on CL copies (default) | on NCDHW tensors |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['dtype']} | {r['times_ms']['ours']['fwdbwd']['ncdhw']:.3f} | "
                   f"{r['ours_fwdbwd_ncdhw_without_cl_copies_ms']:.3f} |" for r in route_rows]
+    lines += ["", "Where ours' forward + backward spends its time, in its faster layout: own device time per call by "
+              "kernel (µs, torch.profiler, 5 calls, L2 not flushed; CPU op time in smoke mode), the largest first:",
+              "", "| shape | dtype | layout | f+b ms | kernels |", "|---|---|---|---|---|"]
+    for r in report["rows"]:
+        parts = r["ours_fwdbwd_own_times_us"]
+        lines.append(f"| {r['name']} | {r['dtype']} | {parts['layout']} | {r['best_ms']['ours']['fwdbwd']:.3f} | "
+                     + ", ".join(f"{name[:40]} {us:.0f}" for name, us in parts["by_op"].items()) + " |")
     exact_rows = [r for r in report["rows"] if "exact_fp32" in r]
     if exact_rows:
         names = list(exact_rows[0]["exact_fp32"]["ours_ms"])

@@ -1,16 +1,18 @@
-"""Shared by the GPU check and the benchmarks beside it: the environment record, autotune pinning and the
-backward's channels_last_3d-copy threshold."""
+"""Shared by the GPU check and the benchmarks beside it: the environment record, autotune pinning, the
+backward's channels_last_3d-copy threshold and torch.profiler op times."""
 from __future__ import annotations
 
 import contextlib
 import datetime
 import platform
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 
 import torch
 import triton
+from torch.autograd.profiler_util import EventList
+from torch.profiler import ProfilerActivity, profile
 from triton.runtime.autotuner import Autotuner
 
 import app.kernels.functional as functional
@@ -77,3 +79,27 @@ def channels_last_backward_from(numel: float) -> Iterator[None]:
         yield
     finally:
         functional.CHANNELS_LAST_BACKWARD_MIN_NUMEL = saved
+
+
+def profile_ops(fn: Callable[[], object], device: torch.device, runs: int = 1) -> EventList:
+    """torch.profiler's per-op averages (``key_averages``) of ``runs`` more calls of ``fn`` (already warm): CPU ops,
+    and on a GPU its kernels too (Triton's under their function names)."""
+    cuda = device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
+        for _ in range(runs):
+            fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+    return prof.key_averages()
+
+
+def own_time_attribute(device: torch.device) -> str:
+    """The FunctionEventAvg field of an op's own time: device time on a GPU, CPU time without one."""
+    return "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+
+
+def own_times_us(fn: Callable[[], object], device: torch.device, runs: int = 5, top: int = 8) -> dict[str, float]:
+    """The ``top`` largest own times per call of ``fn`` by op / kernel name, in µs (device time on a GPU)."""
+    attr = own_time_attribute(device)
+    times = {e.key: getattr(e, attr) / runs for e in profile_ops(fn, device, runs) if getattr(e, attr) > 0}
+    return dict(sorted(times.items(), key=lambda kv: -kv[1])[:top])

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from app.infer import WindowSettings, super_resolve  # noqa: E402
 from app.nn.checkpoint import load_sr_model  # noqa: E402
 from app.nn.unet import SRUNet  # noqa: E402
-from bench_env import environment  # noqa: E402
+from bench_env import environment, own_time_attribute, profile_ops  # noqa: E402
 
 VOLUMES = {"2mm": (96, 116, 96), "1mm": (182, 218, 182)}
 
@@ -56,14 +56,7 @@ def _profile(fn, device: torch.device, path: Path | None) -> None:
     """One more run of ``fn`` (already warm) under torch.profiler: its op table, by own device time, to ``path``."""
     if path is None:
         return
-    from torch.profiler import ProfilerActivity, profile
-
-    on_cuda = device.type == "cuda"
-    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]) as prof:
-        fn()
-        _sync(device)
-    table = prof.key_averages().table(sort_by="self_device_time_total" if on_cuda else "self_cpu_time_total",
-                                      row_limit=30)
+    table = profile_ops(fn, device).table(sort_by=own_time_attribute(device), row_limit=30)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(table)
 

@@ -65,5 +65,8 @@ def test_bench_conv_transpose3d_smoke(smoke_runs: dict) -> None:
         assert key in row
     assert set(row["times_ms"]["ours"]["fwd"]) == {"ncdhw", "channels_last"}
     assert row["ours_ok"], row["errors_fwd"]
+    parts = row["ours_fwdbwd_own_times_us"]
+    assert parts["layout"] in ("ncdhw", "channels_last") and parts["by_op"]
+    assert all(us > 0 for us in parts["by_op"].values())
     assert report["summary"]["bf16"]["cudnn_over_ours_fwd"]["issue6_a_d"] is not None
     assert Path(smoke_runs["bench"][1]).with_suffix(".md").read_text().startswith("# ConvTranspose3d")
