@@ -355,7 +355,7 @@ def test_gemm_geometry_is_kernel_equal_stride_only(kernel, stride, padding, dila
 
 @pytest.mark.parametrize("memory_format, gemm", [(torch.contiguous_format, True), (torch.channels_last_3d, False)])
 def test_forward_is_gemm_only_off_channels_last(memory_format, gemm) -> None:
-    """kernel = stride: one GEMM for NCDHW x; the phase kernel for channels_last_3d x (faster there on the GPU)."""
+    """kernel = stride: one GEMM for NCDHW x; the phase kernel for channels_last_3d x (kernel_notes.md v3b)."""
     x = torch.empty((2, 8, 4, 5, 6), device="meta").contiguous(memory_format=memory_format)
     three = lambda v: (v,) * 3  # noqa: E731
     assert triton_kernels.forward_is_gemm(x, three(2), three(2), three(0), three(1), (8, 10, 12)) is gemm
