@@ -2,7 +2,7 @@
 """Model-level benchmark: the SR U-Net with Triton vs torch (cuDNN) upsampling, same weights, side by side.
 
   * training step (forward + backward + AdamW step, bf16 autocast on CUDA) on a batch of LR patches, at each
-    ``--batch`` (CUDA default 16 and 64: at 16 an H200 waits on the host, at 64 the GPU sets the pace);
+    ``--batch`` (CUDA default 16 and 64; an H200 waits on the host at both, benchmarks/ddp_notes.md);
   * whole-volume inference through ``app.infer.super_resolve`` (MONAI sliding window, Gaussian blending) of a
     2 mm (96x116x96) and a 1 mm (182x218x182) brain-sized volume, x2 per axis.
 Inputs are fresh random values (never zeros); medians over repeats after warm-up; times with device syncs.
@@ -11,6 +11,7 @@ Writes JSON + a markdown table (card, torch, Triton, cuDNN versions) to --out.
 GPU:  python scripts/bench_model.py [--ckpt run/checkpoints/last.ckpt] --out benchmarks/model_bench_gpu.json
 CPU:  python scripts/bench_model.py --device cpu --volumes 2mm --out benchmarks/model_bench_cpu.json
 --profile DIR adds torch.profiler op tables of one more run of every job (where the time goes, per mode).
+--compile MODE times both nets compiled (torch.compile, e.g. reduce-overhead: CUDA graphs against the host cost).
 """
 from __future__ import annotations
 
@@ -75,8 +76,10 @@ def _model_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
     return kwargs, meta
 
 
-def _nets(kwargs: dict, device: torch.device, ckpt: str | None, modes: list[str]) -> dict[str, SRUNet]:
-    """The net with each upsampling mode in ``modes``, all with identical weights."""
+def _nets(kwargs: dict, device: torch.device, ckpt: str | None, modes: list[str],
+          compile_mode: str | None = None) -> dict[str, SRUNet]:
+    """The net with each upsampling mode in ``modes``, all with identical weights; compiled in place
+    (``nn.Module.compile``, the Triton layers as one custom op each) when ``compile_mode`` is given."""
     reference = SRUNet(**kwargs)
     if ckpt:
         reference.load_state_dict(load_sr_model(ckpt)[0].state_dict())
@@ -84,6 +87,8 @@ def _nets(kwargs: dict, device: torch.device, ckpt: str | None, modes: list[str]
     for mode in modes:
         nets[mode] = SRUNet(**{**kwargs, "upsample": mode}).to(device)
         nets[mode].load_state_dict(reference.state_dict())
+        if compile_mode:
+            nets[mode].compile(mode=compile_mode, fullgraph=True, dynamic=False)  # static shapes: the few there are
     return nets
 
 
@@ -150,13 +155,15 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["triton", "torch"], choices=["triton", "torch"],
                    help="upsampling layers to time (on CPU both run torch's operator: one is enough)")
     p.add_argument("--batch", type=int, nargs="+", default=None,
-                   help="training-step batch sizes (default: 16, the presets', and on CUDA also 64, where an H200 is "
-                        "busy rather than waiting on the host)")
+                   help="training-step batch sizes (default: 16, x4_thick's, and on CUDA also 64, x2_iso's)")
     p.add_argument("--lr-patch", type=int, default=16, help="LR patch edge (HR = scale x this)")
     p.add_argument("--roi", type=int, default=64)
     p.add_argument("--sw-batch", type=int, default=4)
     p.add_argument("--repeats", type=int, default=None, help="default: 20 steps / 3 volumes on CUDA, fewer on CPU")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "model_bench_gpu.json")
+    p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile both nets with this mode (reduce-overhead: CUDA graphs) before timing; the "
+                        "warm-up runs hold the compilation")
     p.add_argument("--profile", type=Path, default=None,
                    help="folder for torch.profiler op tables (by own device time) of one extra run of every job")
     args = p.parse_args()
@@ -164,11 +171,12 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     kwargs, meta = _model_kwargs(args)
-    nets = _nets(kwargs, device, args.ckpt, args.modes)
+    nets = _nets(kwargs, device, args.ckpt, args.modes, args.compile)
     on_cuda = device.type == "cuda"
     result = {
         "script": "scripts/bench_model.py", **environment(device), "cpu_threads": torch.get_num_threads(),
         "model": kwargs, "ckpt": args.ckpt, "autocast": "bf16" if on_cuda else "off (fp32)",
+        "compile": args.compile,
     }
     result["training_steps"] = []
     for batch in args.batch or ([16, 64] if on_cuda else [16]):
@@ -187,7 +195,8 @@ def main() -> None:
     lines = [
         "# SR U-Net: Triton vs torch (cuDNN) upsampling", "",
         f"{result['date'][:10]} · {result['device']} · torch {result['torch']} · Triton {result['triton']} · "
-        f"cuDNN {result['cudnn']} · autocast {result['autocast']} · model channels {kwargs['channels']}, "
+        f"cuDNN {result['cudnn']} · autocast {result['autocast']} · torch.compile {args.compile or 'off'} · "
+        f"model channels {kwargs['channels']}, "
         f"strides {kwargs['strides']}, scale {kwargs['scale']}", "",
         "| job | " + " | ".join(args.modes) + " | triton / torch |", "|---" * (len(args.modes) + 2) + "|",
     ]

@@ -138,6 +138,57 @@ def test_forward_and_gradients_match_float64_reference(case) -> None:
         assert _rel(got.grad, ref.grad) <= bound, f"{name} error {_rel(got.grad, ref.grad):.2e}"
 
 
+COMPILE_CASES = [CASES[i] for i in (0, 1, 2, 21, 23, 31)]  # k2s2, no bias, k3s2p1op1, CL, unbatched, bf16 CL groups
+
+
+@pytest.mark.usefixtures("poisoned")
+@pytest.mark.parametrize("case", COMPILE_CASES, ids=[_case_id(c) for c in COMPILE_CASES])
+def test_torch_compile_keeps_one_graph_and_matches_eager(case) -> None:
+    """Under torch.compile the op is the custom op ``sr3d::conv_transpose3d`` (fullgraph: no graph break): the eager
+    op's output bit for bit, in its memory format, and gradients within the dtype's bound of float64 (AOT autograd
+    may hand the backward grad_output in the output's layout, which changes grad_bias's summation order)."""
+    torch._dynamo.reset()
+    gen = torch.Generator().manual_seed(7)
+    x, w, b, kw, dtype, layout = _make_inputs(case, gen)
+    refs = [t if t is None else t.clone().requires_grad_() for t in (x, w, b)]
+    y_ref = F.conv_transpose3d(refs[0], refs[1], refs[2], **kw)
+    grad_y = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
+    y_ref.backward(grad_y)
+    fn = lambda x_, w_, b_: conv_transpose3d(x_, w_, b_, **kw)  # noqa: E731
+    eager = fn(*_to_device(x, w, b, dtype, layout))
+    x_d, w_d, b_d = _to_device(x, w, b, dtype, layout)
+    y = torch.compile(fn, backend="aot_eager", fullgraph=True)(x_d, w_d, b_d)
+    torch.testing.assert_close(y, eager, rtol=0, atol=0)
+    assert y.stride() == eager.stride()
+    y.backward(grad_y.to(DEVICE, dtype))
+    for name, got, ref in (("grad_input", x_d, refs[0]), ("grad_weight", w_d, refs[1]), ("grad_bias", b_d, refs[2])):
+        if ref is not None:
+            assert _rel(got.grad, ref.grad) <= BOUNDS[dtype], f"{name} error {_rel(got.grad, ref.grad):.2e}"
+
+
+def test_custom_op_passes_torch_library_opcheck() -> None:
+    """Schema, fake (shape) function and autograd registration of the custom op agree with its kernels."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((1, 3, 2, 3, 2), generator=gen).to(DEVICE).requires_grad_()
+    w = torch.randn((3, 2, 3, 3, 3), generator=gen).to(DEVICE).requires_grad_()
+    b = torch.randn(2, generator=gen).to(DEVICE).requires_grad_()
+    out_shape = list(F.conv_transpose3d(x.detach().cpu(), w.detach().cpu(), None, 2, 1, 1).shape)
+    args = (x, w, b, out_shape, [2, 2, 2], [1, 1, 1], [1, 1, 1], 1, "ieee")
+    torch.library.opcheck(torch.ops.sr3d.conv_transpose3d.default, args)
+
+
+def test_compiled_module_follows_a_new_batch_size() -> None:
+    """A compiled TritonConvTranspose3d recompiles (or goes dynamic) for a new batch size and stays right."""
+    torch._dynamo.reset()
+    layer = TritonConvTranspose3d(3, 2, 2, stride=2).to(DEVICE)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    for n in (2, 1, 3):
+        x = torch.randn((n, 3, 2, 3, 2), device=DEVICE)
+        want = F.conv_transpose3d(x.cpu().double(), layer.weight.detach().cpu().double(),
+                                  layer.bias.detach().cpu().double(), stride=2)
+        assert _rel(compiled(x), want) <= BOUNDS[torch.float32]
+
+
 CHANNELS_LAST_ROUTE = [c for c in CASES if c[4] in ("sliced", "channels_last", "weight_t")] + [
     CASES[3], CASES[8], CASES[25]]  # + k4s2p1, groups, bf16 (all NCDHW)
 

@@ -42,11 +42,13 @@ def _triple(value: IntOrTriple) -> tuple[int, ...]:
 
 
 @lru_cache(maxsize=1024)
+@torch.compiler.assume_constant_result  # torch.compile runs it while tracing: a plain check of static sizes
 def _checked_output_shape(x_shape: tuple[int, ...], x_dtype: torch.dtype, w_shape: tuple[int, ...],
                           w_dtype: torch.dtype, b_shape: tuple[int, ...] | None, b_dtype: torch.dtype | None,
                           stride: tuple[int, ...], padding: tuple[int, ...], output_padding: tuple[int, ...],
                           groups: int, dilation: tuple[int, ...]) -> tuple[int, ...]:
-    """Validate arguments the way torch does and return the output shape (batched, 5-D).
+    """Validate arguments the way torch does and return the output shape (C_out, OD, OH, OW) for an input of shape
+    (N, *x_shape) (x_shape: C_in, D, H, W; the batch size stays out, so that it may vary under torch.compile).
 
     torch's own checks run on empty CPU tensors with batch 0 (cheap, same messages); the few it skips at
     batch 0 (dtype agreement, dilation > 0, output_padding < stride or dilation) are checked here."""
@@ -73,11 +75,11 @@ def _checked_output_shape(x_shape: tuple[int, ...], x_dtype: torch.dtype, w_shap
             f"output padding must be smaller than either stride or dilation, but got output_padding={list(op)}, "
             f"stride={list(st)}, dilation={list(dil)}"
         )
-    probe = torch.empty((0, *x_shape[1:]), dtype=x_dtype)
+    probe = torch.empty((0, *x_shape), dtype=x_dtype)
     bias = None if b_shape is None else torch.empty(b_shape, dtype=b_dtype)
     out = F.conv_transpose3d(probe, torch.empty(w_shape, dtype=w_dtype), bias, stride, padding, output_padding,
                              groups, dilation)
-    return (x_shape[0], *out.shape[1:])
+    return tuple(out.shape[1:])
 
 
 def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -85,20 +87,47 @@ def _launch_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
+def _kernel_weight(x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, ...], padding: tuple[int, ...],
+                   dilation: tuple[int, ...], out_size: Sequence[int]) -> torch.Tensor:
+    """weight as the kernels read it: cast to x's dtype (autocast) and, unless the forward is one GEMM
+    (``kernels.forward_is_gemm``, which reads any weight layout well), re-laid out tap-major, in one copy."""
+    if kernels.forward_is_gemm(x, weight.shape[2:], stride, padding, dilation, out_size):
+        return weight if weight.dtype == x.dtype else weight.to(x.dtype)
+    return kernels.tap_major(weight, x.dtype)
+
+
+def _backward(grad_y: torch.Tensor, x: torch.Tensor, w_kernel: torch.Tensor, weight_meta: tuple,
+              bias_dtype: torch.dtype | None, conv: tuple, needs: Sequence[bool]) -> tuple:
+    """(grad_x, grad_w, grad_b) for grad_y (N, C_out, OD, OH, OW), x (N, C_in, D, H, W) and the forward's
+    ``_kernel_weight``; ``needs`` says which of the three to compute (the others are None), ``weight_meta`` is the
+    weight's (shape, dtype), ``conv`` (stride, padding, dilation, groups, precision)."""
+    stride, padding, dilation, groups, precision = conv
+    need_gx, need_gw, need_gb = needs
+    gemm = kernels.is_gemm_geometry(weight_meta[0][2:], stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
+    x_channels_last = kernels.is_channels_last(x)
+    gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw, gemm)
+    gx = gw = gb = None
+    with _launch_device(grad_y):
+        if need_gx:
+            gx = kernels.grad_input(gy_k, w_kernel, x.shape, channels_last, stride, padding, dilation, groups,
+                                    precision)
+            if channels_last and not x_channels_last:
+                gx = gx.contiguous()  # back to x's (NCDHW) layout, as torch returns it
+        if need_gw:
+            gw = kernels.grad_weight(x_k, gy_k, *weight_meta, stride, padding, dilation, groups, precision)
+        if need_gb and bias_dtype is not None:
+            gb = kernels.grad_bias(grad_y, bias_dtype)
+    return gx, gw, gb
+
+
 class _ConvTranspose3dFunction(torch.autograd.Function):
-    """Forward and backward through the Triton kernels. The weight is cast to x's dtype (autocast) and, unless the
-    forward is one GEMM (``kernels.forward_is_gemm``), re-laid out tap-major, in one copy which the backward reuses;
-    bias is read in its own dtype. Gradients come back in the dtypes of weight and bias."""
+    """Forward and backward through the Triton kernels (eager mode). The forward's ``_kernel_weight`` copy is
+    reused by the backward; bias is read in its own dtype. Gradients come back in the dtypes of weight and bias."""
 
     @staticmethod
     @custom_fwd(device_type="cuda")
     def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
-        ctx.gemm = kernels.is_gemm_geometry(weight.shape[2:], stride, padding, dilation, x.shape[2:], out_shape[2:])
-        if kernels.forward_is_gemm(x, weight.shape[2:], stride, padding, dilation, out_shape[2:]):
-            # the GEMM kernel reads any weight layout well: no copy unless autocast casts
-            w_kernel = weight if weight.dtype == x.dtype else weight.to(x.dtype)
-        else:
-            w_kernel = kernels.tap_major(weight, x.dtype)
+        w_kernel = _kernel_weight(x, weight, stride, padding, dilation, out_shape[2:])
         ctx.save_for_backward(x, w_kernel)
         ctx.conv = (stride, padding, dilation, groups, precision)
         ctx.weight_meta = (weight.shape, weight.dtype)
@@ -111,22 +140,71 @@ class _ConvTranspose3dFunction(torch.autograd.Function):
     @custom_bwd(device_type="cuda")
     def backward(ctx, grad_y):
         x, w_kernel = ctx.saved_tensors
-        stride, padding, dilation, groups, precision = ctx.conv
-        need_gx, need_gw = ctx.needs_input_grad[:2]
-        x_channels_last = kernels.is_channels_last(x)
-        gy_k, x_k, channels_last = _backward_operands(grad_y, x, x_channels_last, need_gw, ctx.gemm)
-        gx = gw = gb = None
-        with _launch_device(grad_y):
-            if need_gx:
-                gx = kernels.grad_input(gy_k, w_kernel, x.shape, channels_last, stride, padding, dilation, groups,
-                                        precision)
-                if channels_last and not x_channels_last:
-                    gx = gx.contiguous()  # back to x's (NCDHW) layout, as torch returns it
-            if need_gw:
-                gw = kernels.grad_weight(x_k, gy_k, *ctx.weight_meta, stride, padding, dilation, groups, precision)
-            if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
-                gb = kernels.grad_bias(grad_y, ctx.bias_dtype)
+        gx, gw, gb = _backward(grad_y, x, w_kernel, ctx.weight_meta, ctx.bias_dtype, ctx.conv,
+                               ctx.needs_input_grad[:3])
         return gx, gw, gb, None, None, None, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The same op for torch.compile: a custom op (opaque to Dynamo, with shape functions), so that a compiled model
+# keeps one graph (fullgraph=True works, and CUDA graphs can capture the step). Eager calls keep the leaner
+# autograd.Function above.
+# ----------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("sr3d::conv_transpose3d", mutates_args=())
+def _conv_transpose3d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: list[int],
+                         stride: list[int], padding: list[int], dilation: list[int], groups: int,
+                         precision: str) -> torch.Tensor:
+    """``_ConvTranspose3dFunction``'s forward as a custom op: the same arguments, validated by the caller."""
+    conv = (tuple(stride), tuple(padding), tuple(dilation))
+    w_kernel = _kernel_weight(x, weight, *conv, out_shape[2:])
+    with _launch_device(x):
+        return kernels.forward(x, w_kernel, bias, out_shape, *conv, groups, precision)
+
+
+@_conv_transpose3d_op.register_fake
+def _(x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
+    fmt = torch.channels_last_3d if kernels.is_channels_last(x) else torch.contiguous_format
+    return torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+@torch.library.custom_op("sr3d::conv_transpose3d_backward", mutates_args=())
+def _conv_transpose3d_backward_op(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                                  bias_dtype: torch.dtype | None, stride: list[int], padding: list[int],
+                                  dilation: list[int], groups: int, precision: str,
+                                  needs: list[bool]) -> list[torch.Tensor]:
+    """[grad_x, grad_w, grad_b] of ``_conv_transpose3d_op``; an empty tensor stands for each one not needed."""
+    conv = (tuple(stride), tuple(padding), tuple(dilation), groups, precision)
+    w_kernel = _kernel_weight(x, weight, *conv[:3], grad_y.shape[2:])
+    grads = _backward(grad_y, x, w_kernel, (weight.shape, weight.dtype), bias_dtype, conv, needs)
+    return [g if g is not None else grad_y.new_empty(0) for g in grads]
+
+
+@_conv_transpose3d_backward_op.register_fake
+def _(grad_y, x, weight, bias_dtype, stride, padding, dilation, groups, precision, needs):
+    gx = torch.empty_like(x) if needs[0] else grad_y.new_empty(0)
+    gw = torch.empty(weight.shape, dtype=weight.dtype, device=x.device) if needs[1] else grad_y.new_empty(0)
+    has_gb = needs[2] and bias_dtype is not None
+    gb = torch.empty(grad_y.shape[1], dtype=bias_dtype, device=x.device) if has_gb else grad_y.new_empty(0)
+    return [gx, gw, gb]
+
+
+def _op_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, _, stride, padding, dilation, groups, precision = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.conv = (stride, padding, dilation, groups, precision)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _op_backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    needs = [bool(n) for n in ctx.needs_input_grad[:3]]
+    needs[2] = needs[2] and ctx.bias_dtype is not None
+    grads = torch.ops.sr3d.conv_transpose3d_backward(grad_y, x, weight, ctx.bias_dtype, *ctx.conv, needs)
+    gx, gw, gb = (g if need else None for g, need in zip(grads, needs))
+    return gx, gw, gb, None, None, None, None, None, None
+
+
+_conv_transpose3d_op.register_autograd(_op_backward, setup_context=_op_setup_context)
 
 
 # grad_output elements from which a backward whose tensors are not channels_last_3d runs the kernels on
@@ -189,11 +267,17 @@ def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     if torch.is_autocast_enabled(device_type):  # weight and bias are cast inside the op (no separate copies)
         input = input.to(torch.get_autocast_dtype(device_type))
         w_dtype, b_dtype = input.dtype, None if bias is None else input.dtype
-    out_shape = _checked_output_shape(
-        tuple(input.shape), input.dtype, tuple(weight.shape), w_dtype,
+    compiling = torch.compiler.is_compiling()
+    # while compiling, the uncached check (assume_constant_result: Dynamo runs it once and keeps its result)
+    check = _checked_output_shape.__wrapped__ if compiling else _checked_output_shape
+    out_shape = (input.shape[0], *check(
+        tuple(input.shape[1:]), input.dtype, tuple(weight.shape), w_dtype,
         None if bias is None else tuple(bias.shape), b_dtype,
         _triple(stride), _triple(padding), _triple(output_padding), int(groups), _triple(dilation),
-    )
+    ))
     stride3, padding3, dilation3 = (tuple(v) * (3 // len(v)) for v in map(_triple, (stride, padding, dilation)))
+    if compiling:
+        return _conv_transpose3d_op(input, weight, bias, list(out_shape), list(stride3), list(padding3),
+                                    list(dilation3), int(groups), precision)
     return _ConvTranspose3dFunction.apply(input, weight, bias, out_shape, stride3, padding3, dilation3,
                                           int(groups), precision)
