@@ -10,7 +10,8 @@ precisions, over
     every third case with its backward forced onto channels_last_3d copies (the route of large problems);
     reference: float64 torch on the CPU;
   * the U-Net decoder shapes (N=2; 256->128 at 8^3, 128->64 at 16^3, 64->32 at 32^3 and 64^3; k2s2, k3s2p1op1,
-    k4s2p1), NCDHW in every dtype plus bf16 channels_last_3d; reference: float64 torch on the GPU;
+    k4s2p1), NCDHW in every dtype plus bf16 channels_last_3d; reference: float64 torch on the GPU; in bf16 (both
+    layouts) also under torch.compile (the custom op), whose forward must equal eager's bit for bit;
   * one forward with more than 2^31 output elements (bf16, NCDHW and channels_last_3d); reference: cuDNN fp32
     with TF32 off over D-chunks (bf16 inputs and their products are exact in fp32).
 Metric: relative norm error ||out - ref|| / ||ref|| per tensor, and per stride phase of the output (an error
@@ -38,6 +39,7 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,6 +104,7 @@ class Case:
     g_layout: str = "contiguous"
     ref_on_device: bool = False
     cl_backward: bool = False  # backward on channels_last_3d copies whatever the size (threshold 0)
+    compiled: bool = False  # also run under torch.compile (the custom op): y as eager's, gradients within bounds
     pin: int | None = None
     seed: int = 0
 
@@ -124,7 +127,7 @@ class Case:
                  "bias" if self.bias else "nobias",
                  f"x:{self.x_layout} w:{self.w_layout} g:{self.g_layout}" + (" b:strided" if self.bias and
                                                                             self.b_layout != "contiguous" else "")
-                 + (" bwd:cl-copies" if self.cl_backward else "")]
+                 + (" bwd:cl-copies" if self.cl_backward else "") + (" compiled" if self.compiled else "")]
         return " ".join(parts)
 
 
@@ -188,7 +191,7 @@ def random_cases(count: int, seed: int, geometries: int, smoke: bool) -> list[Ca
 
 def decoder_tasks(smoke: bool, seed: int) -> list[list[Case]]:
     """The U-Net decoder shapes, one task (run in one process, sharing its autotuning) per shape and kernel:
-    NCDHW in every variant, then bf16 in channels_last_3d."""
+    NCDHW in every variant, then bf16 in channels_last_3d, both bf16 layouts also under torch.compile."""
     tasks = []
     shapes = DECODER_SMOKE if smoke else DECODER
     kernels = dict(list(KERNELS.items())[:1]) if smoke else KERNELS
@@ -202,8 +205,8 @@ def decoder_tasks(smoke: bool, seed: int) -> list[list[Case]]:
                 ref_on_device=True, seed=seed + 7 * size + k,
             )
             cl = replace(base, name=base.name + "-cl", variants=("bf16",), x_layout="channels_last",
-                         g_layout="channels_last")
-            tasks.append([base, cl])
+                         g_layout="channels_last", compiled=True)
+            tasks.append([base, cl, replace(base, name=base.name + "-compiled", variants=("bf16",), compiled=True)])
     return tasks
 
 
@@ -286,16 +289,25 @@ def reference(case: Case, vals: dict[str, torch.Tensor], device: torch.device) -
     return dict(zip(TENSORS, (y.detach(), *grads)))
 
 
+def _compiled_op() -> Callable[..., torch.Tensor]:
+    """``conv_transpose3d`` under a fresh torch.compile (fullgraph: the custom op; aot_eager: no inductor code, so
+    that what runs is the op's own kernels)."""
+    torch._dynamo.reset()  # a new graph per case: no recompile limit can fall back to eager unnoticed
+    return torch.compile(ops.conv_transpose3d, backend="aot_eager", fullgraph=True)
+
+
 def run_op(case: Case, vals: dict[str, torch.Tensor], device: torch.device,
-           precision: str | None) -> dict[str, torch.Tensor]:
-    """The op under test, forward and backward, on tensors laid out as the case says."""
+           precision: str | None, compiled: bool = False) -> dict[str, torch.Tensor]:
+    """The op under test (under torch.compile when ``compiled``), forward and backward, on tensors laid out as the
+    case says."""
     x = _layout(vals["x"].to(device), case.x_layout).requires_grad_()
     w = _layout(vals["w"].to(device), case.w_layout).requires_grad_()
     b = _layout(vals["b"].to(device), case.b_layout).requires_grad_() if case.bias else None
     gy = _layout(vals["gy"].to(device), case.g_layout)
     kwargs = {} if precision is None else {"precision": precision}
     _poison(gy.numel() * gy.element_size(), device)
-    y = ops.conv_transpose3d(x, w, b, **_conv_args(case), **kwargs)
+    op = _compiled_op() if compiled else ops.conv_transpose3d
+    y = op(x, w, b, **_conv_args(case), **kwargs)
     _poison(x.numel() * x.element_size(), device)
     with channels_last_backward_from(0) if case.cl_backward else contextlib.nullcontext():
         grads = torch.autograd.grad(y, [x, w] + ([b] if b is not None else []), gy)
@@ -322,6 +334,9 @@ def check_variant(case: Case, variant: str, vals: dict[str, torch.Tensor], ref: 
             again = run_op(case, vals, device, precision)
         result["problems"] += [f"{name}: the second (cached-launch) run differs from the first"
                                for name in TENSORS if name in got and not torch.equal(got[name], again[name])]
+        if case.compiled:
+            result["errors_compiled"] = _check_compiled(case, vals, ref, got, device, precision, bound,
+                                                        result["problems"])
         for name in TENSORS:
             if name not in ref:
                 continue
@@ -355,6 +370,19 @@ def check_variant(case: Case, variant: str, vals: dict[str, torch.Tensor], ref: 
     result["ok"] = not result["problems"]
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+def _check_compiled(case: Case, vals: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],
+                    eager: dict[str, torch.Tensor], device: torch.device, precision: str | None, bound: float,
+                    problems: list[str]) -> dict[str, float]:
+    """The case under torch.compile: the same forward as eager bit for bit (same kernels), gradients within the
+    bound of the reference (grad_output may reach the backward in another layout). Appends to ``problems``."""
+    got = run_op(case, vals, device, precision, compiled=True)
+    if not torch.equal(got["y"], eager["y"]) or got["y"].stride() != eager["y"].stride():
+        problems.append("compiled: y differs from eager (values or strides)")
+    errors = {name: rel_err(got[name], ref[name]) for name in TENSORS[1:] if name in got and name in ref}
+    problems += [f"compiled {name} error {e:.2e} > {bound:.0e}" for name, e in errors.items() if not e <= bound]
+    return errors
 
 
 def run_job(job: tuple[int, list[Case], str]) -> tuple[int, list[dict]]:

@@ -50,6 +50,8 @@ def test_check_kernel_gpu_smoke(smoke_runs: dict) -> None:
     for s in report["summary"].values():
         assert s["runs"] > 0 and {"forward"} <= set(s["max_error"])
     assert report["counts"]["random"] > 0 and report["counts"]["decoder"] > 0 and report["counts"]["large"] == 2
+    compiled = [r for r in report["results"] if "errors_compiled" in r]  # the decoder cases under torch.compile
+    assert len(compiled) == 2 and all(r["ok"] and len(r["errors_compiled"]) == 3 for r in compiled)
     assert Path(smoke_runs["check"][1]).with_suffix(".md").read_text().startswith("# ConvTranspose3d")
 
 
