@@ -95,6 +95,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
     )
     check_patch_geometry(cfg.data.patch_size, module.scale, module.net.divisor)
+    if cfg.compile:  # in place: parameter names and checkpoints stay those of the eager net
+        module.net.compile(mode=cfg.compile, dynamic=False)
     datamodule = instantiate(cfg.data, _convert_="all")
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]

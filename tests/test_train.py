@@ -85,6 +85,27 @@ def test_two_step_run_writes_checkpoints_and_resume_continues(tmp_path, torch_cp
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").is_file()  # the first run's log is kept
 
 
+def test_compile_option_trains_the_compiled_net_and_keeps_checkpoint_names(tmp_path, torch_cpu_ops, monkeypatch):
+    """compile=<mode> compiles the U-Net in place: training runs through Dynamo and the checkpoint's parameter names
+    are the eager net's. (The mode is recorded; the graphs run on aot_eager here: inductor's C++ build is slow.)"""
+    modes = []
+    eager_compile = torch.nn.Module.compile
+
+    def compile_on_aot_eager(self, *args, mode=None, **kwargs):
+        modes.append(mode)
+        return eager_compile(self, *args, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_on_aot_eager)
+    torch._dynamo.reset()
+    cfg = compose_cfg(tmp_path, FAST + ["trainer.limit_train_batches=2", "compile=reduce-overhead"])
+    metrics, objects = run(cfg)
+    assert modes == ["reduce-overhead"] and objects["trainer"].global_step == 2 and "val/psnr" in metrics
+    assert objects["model"].net._compiled_call_impl is not None
+    keys = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert keys and not any("_orig_mod" in k for k in keys)
+    load_sr_model(tmp_path / "checkpoints" / "last.ckpt")  # loads into a plain (eager) net
+
+
 def test_last_checkpoint_is_written_every_epoch_not_only_on_a_new_best(tmp_path):
     """Lightning 2.6's save_last=true rewrites last.ckpt only when a new best is saved, so a resume could go back
     to the best epoch: a separate unmonitored checkpoint writes last.ckpt after every training epoch."""
