@@ -79,8 +79,13 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit (and optionally test) the model described by ``cfg``; returns (metrics, objects)."""
+    if cfg.compile and cfg.compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be null or one of {list(COMPILE_MODES)}, got {cfg.compile!r}")
     ckpt_path = resume_path(cfg)  # a bad checkpoint fails here, before anything is built or written
     L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():

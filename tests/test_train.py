@@ -106,6 +106,12 @@ def test_compile_option_trains_the_compiled_net_and_keeps_checkpoint_names(tmp_p
     load_sr_model(tmp_path / "checkpoints" / "last.ckpt")  # loads into a plain (eager) net
 
 
+def test_unknown_compile_mode_fails_before_anything_is_built(tmp_path):
+    with pytest.raises(ValueError, match="compile must be null or one of"):
+        run(compose_cfg(tmp_path, FAST + ["compile=fast"]))
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_last_checkpoint_is_written_every_epoch_not_only_on_a_new_best(tmp_path):
     """Lightning 2.6's save_last=true rewrites last.ckpt only when a new best is saved, so a resume could go back
     to the best epoch: a separate unmonitored checkpoint writes last.ckpt after every training epoch."""
