@@ -79,6 +79,32 @@ def _unravel(m, W, H, D):
 
 
 @triton.jit
+def _wide_mul(i, k, INDEX_64: tl.constexpr):
+    """i·k, in int64 when INDEX_64 (a split's first position, a partial buffer's base offset)."""
+    if INDEX_64:
+        prod = i.to(tl.int64) * k
+    else:
+        prod = i * k
+    return prod
+
+
+@triton.jit
+def _gemm_columns(col, taps: tl.constexpr, C_OUT_G, KH: tl.constexpr, KW: tl.constexpr, TAP_FASTEST: tl.constexpr):
+    """GEMM column (kernel = stride geometry) -> (co, tap, kd, kh, kw): columns ordered (co, tap) when TAP_FASTEST,
+    else (tap, co)."""
+    if TAP_FASTEST:
+        co = col // taps
+        tap = col % taps
+    else:
+        tap = col // C_OUT_G
+        co = col % C_OUT_G
+    kw = tap % KW
+    kh = (tap // KW) % KH
+    kd = tap // (KW * KH)
+    return co, tap, kd, kh, kw
+
+
+@triton.jit
 def _zero_acc(ROWS: tl.constexpr, COLS: tl.constexpr, IS_FP64: tl.constexpr):
     """The [ROWS, COLS] accumulator: fp64 for fp64 operands, else fp32."""
     if IS_FP64:
@@ -205,15 +231,7 @@ def _fwd_gemm_kernel(
 
     col = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = col < n_cols
-    if TAP_FASTEST:
-        co = col // taps
-        tap = col % taps
-    else:
-        tap = col // C_OUT_G
-        co = col % C_OUT_G
-    kw = tap % KW
-    kh = (tap // KW) % KH
-    kd = tap // (KW * KH)
+    co, tap, kd, kh, kw = _gemm_columns(col, taps, C_OUT_G, KH, KW, TAP_FASTEST)
     if INDEX_64:  # channel index x channel stride can pass 2^31 too
         g = g.to(tl.int64)
     ci_base = g * C_IN_G
@@ -332,10 +350,7 @@ def _bwd_weight_kernel(
     co_glob = g * C_OUT_G + co
 
     acc = _zero_acc(BLOCK_CI, BLOCK_CO, IS_FP64)
-    if INDEX_64:
-        start = split.to(tl.int64) * CHUNK
-    else:
-        start = split * CHUNK
+    start = _wide_mul(split, CHUNK, INDEX_64)
     for p0 in range(0, CHUNK, BLOCK_P):
         p = start + p0 + tl.arange(0, BLOCK_P)
         i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
@@ -349,10 +364,7 @@ def _bwd_weight_kernel(
         a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & o_ok[None, :], other=0.0)
         b = tl.load(g_row[:, None] + co_glob[None, :] * sgc, mask=o_ok[:, None] & co_ok[None, :], other=0.0)
         acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
-    if INDEX_64:
-        base = split.to(tl.int64) * C_IN * C_OUT_G * (KD * KH * KW) + tap
-    else:
-        base = split * C_IN * C_OUT_G * (KD * KH * KW) + tap
+    base = _wide_mul(split, C_IN, INDEX_64) * C_OUT_G * (KD * KH * KW) + tap
     tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * (KD * KH * KW), acc,
              mask=ci_ok[:, None] & co_ok[None, :])
 
@@ -385,25 +397,14 @@ def _bwd_weight_gemm_kernel(
     col = (r % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN_G
     col_ok = col < n_cols
-    if TAP_FASTEST:
-        co = col // taps
-        tap = col % taps
-    else:
-        tap = col // C_OUT_G
-        co = col % C_OUT_G
-    kw = tap % KW
-    kh = (tap // KW) % KH
-    kd = tap // (KW * KH)
+    co, tap, kd, kh, kw = _gemm_columns(col, taps, C_OUT_G, KH, KW, TAP_FASTEST)
     if INDEX_64:  # channel index x channel stride can pass 2^31 too
         g = g.to(tl.int64)
     ci_glob = g * C_IN_G + ci
     g_col = (g * C_OUT_G + co) * sgc + kd * sgd + kh * sgh + kw * sgw
 
     acc = _zero_acc(BLOCK_CI, BLOCK_N, IS_FP64)
-    if INDEX_64:
-        start = split.to(tl.int64) * CHUNK
-    else:
-        start = split * CHUNK
+    start = _wide_mul(split, CHUNK, INDEX_64)
     for p0 in range(0, CHUNK, BLOCK_P):
         p = start + p0 + tl.arange(0, BLOCK_P)
         i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
@@ -413,10 +414,7 @@ def _bwd_weight_gemm_kernel(
         a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
         b = tl.load(g_row[:, None] + g_col[None, :], mask=p_ok[:, None] & col_ok[None, :], other=0.0)
         acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
-    if INDEX_64:
-        base = split.to(tl.int64) * C_IN * C_OUT_G * taps
-    else:
-        base = split * C_IN * C_OUT_G * taps
+    base = _wide_mul(split, C_IN, INDEX_64) * C_OUT_G * taps
     tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * taps + tap[None, :], acc,
              mask=ci_ok[:, None] & col_ok[None, :])
 
