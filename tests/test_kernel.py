@@ -110,6 +110,15 @@ def _to_device(x, w, b, dtype, layout):
     return [t if t is None else t.requires_grad_() for t in (x_d, w_d, b_d)]
 
 
+def _assert_grads_within(leaves, refs, bound: float) -> None:
+    """Each gradient of the op's leaves (x, w, b) against the float64 reference's, within ``bound``."""
+    for name, got, ref in zip(("grad_input", "grad_weight", "grad_bias"), leaves, refs):
+        if ref is None:
+            continue
+        assert got.grad is not None and got.grad.shape == ref.shape, name
+        assert _rel(got.grad, ref.grad) <= bound, f"{name} error {_rel(got.grad, ref.grad):.2e}"
+
+
 @pytest.mark.usefixtures("poisoned")
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
 def test_forward_and_gradients_match_float64_reference(case) -> None:
@@ -131,11 +140,7 @@ def test_forward_and_gradients_match_float64_reference(case) -> None:
     grad_y = torch.randn(y_ref.shape, generator=gen, dtype=torch.float64)
     y.backward(grad_y.to(DEVICE, dtype))
     y_ref.backward(grad_y)
-    for name, got, ref in (("grad_input", x_d, refs[0]), ("grad_weight", w_d, refs[1]), ("grad_bias", b_d, refs[2])):
-        if ref is None:
-            continue
-        assert got.grad is not None and got.grad.shape == ref.shape, name
-        assert _rel(got.grad, ref.grad) <= bound, f"{name} error {_rel(got.grad, ref.grad):.2e}"
+    _assert_grads_within((x_d, w_d, b_d), refs, bound)
 
 
 COMPILE_CASES = [CASES[i] for i in (0, 1, 2, 21, 23, 31)]  # k2s2, no bias, k3s2p1op1, CL, unbatched, bf16 CL groups
@@ -161,9 +166,7 @@ def test_torch_compile_keeps_one_graph_and_matches_eager(case) -> None:
     torch.testing.assert_close(y, eager, rtol=0, atol=0)
     assert y.stride() == eager.stride()
     y.backward(grad_y.to(DEVICE, dtype))
-    for name, got, ref in (("grad_input", x_d, refs[0]), ("grad_weight", w_d, refs[1]), ("grad_bias", b_d, refs[2])):
-        if ref is not None:
-            assert _rel(got.grad, ref.grad) <= BOUNDS[dtype], f"{name} error {_rel(got.grad, ref.grad):.2e}"
+    _assert_grads_within((x_d, w_d, b_d), refs, BOUNDS[dtype])
 
 
 def test_custom_op_passes_torch_library_opcheck() -> None:
@@ -221,9 +224,7 @@ def test_backward_on_channels_last_copies_matches_reference(case, monkeypatch: p
     assert seen == [True], "grad_input did not run on a channels_last_3d grad_output"
     want = torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format
     assert x_d.grad.is_contiguous(memory_format=want)
-    for name, got, ref in (("grad_input", x_d, refs[0]), ("grad_weight", w_d, refs[1]), ("grad_bias", b_d, refs[2])):
-        if ref is not None:
-            assert _rel(got.grad, ref.grad) <= BOUNDS[dtype], f"{name} error {_rel(got.grad, ref.grad):.2e}"
+    _assert_grads_within((x_d, w_d, b_d), refs, BOUNDS[dtype])
 
 
 @pytest.mark.parametrize("kw", [dict(stride=2), dict(stride=(2, 1, 2), padding=(1, 0, 1), output_padding=(1, 0, 0)),

@@ -50,6 +50,15 @@ def test_unet_residual_is_centred_trilinear_and_input_checked():
         SRUNet(3, 1, 1, channels=[2, 4], strides=[2, 2], scale=2)
 
 
+def _output_and_gradients(model, net: SRUNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """[y, grad of x, grads of net's parameters] of ``model`` (net or a compiled net) for a fixed weighting of y."""
+    net.zero_grad()
+    x = x.clone().requires_grad_(True)
+    y = model(x)
+    (y * torch.linspace(-1, 1, y.numel(), device=y.device, dtype=y.dtype).reshape(y.shape)).sum().backward()
+    return [y.detach(), x.grad] + [p.grad.clone() for p in net.parameters()]
+
+
 def test_triton_upsampling_matches_torch_forward_and_backward():
     """Under TRITON_INTERPRET=1 (tests/conftest.py) the Triton kernels run on CPU; on a GPU they run natively."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,16 +69,8 @@ def test_triton_upsampling_matches_torch_forward_and_backward():
     tri.load_state_dict(ref.state_dict())
     x = torch.randn(2, 1, 4, 2, 4, device=device, dtype=torch.float64)
     assert uses_triton(x), "Triton kernels are not active: TRITON_INTERPRET=1 must be set before triton is imported"
-    outs, grads = [], []
-    for net in (ref, tri):
-        xi = x.clone().requires_grad_(True)
-        y = net(xi)
-        (y * torch.linspace(-1, 1, y.numel(), device=device, dtype=y.dtype).reshape(y.shape)).sum().backward()
-        outs.append(y.detach())
-        grads.append([xi.grad] + [p.grad for p in net.parameters()])
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-10)
-    for g_tri, g_ref in zip(grads[1], grads[0]):
-        torch.testing.assert_close(g_tri, g_ref, rtol=1e-9, atol=1e-10)
+    for got, want in zip(_output_and_gradients(tri, tri, x), _output_and_gradients(ref, ref, x)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
 def test_compiled_unet_with_triton_upsampling_is_one_graph_and_matches_eager():
@@ -80,13 +81,9 @@ def test_compiled_unet_with_triton_upsampling_is_one_graph_and_matches_eager():
     torch._dynamo.reset()
     net = SRUNet(scale=[2, 1, 2], upsample="triton", **TINY).to(device).double()
     x = torch.randn(2, 1, 4, 2, 4, device=device, dtype=torch.float64)
-    runs = []
-    for model in (net, torch.compile(net, backend="aot_eager", fullgraph=True)):
-        net.zero_grad()
-        y = model(x)
-        (y * torch.linspace(-1, 1, y.numel(), device=device, dtype=y.dtype).reshape(y.shape)).sum().backward()
-        runs.append([y.detach()] + [p.grad.clone() for p in net.parameters()])
-    for got, want in zip(runs[1], runs[0]):
+    eager = _output_and_gradients(net, net, x)
+    compiled = _output_and_gradients(torch.compile(net, backend="aot_eager", fullgraph=True), net, x)
+    for got, want in zip(compiled, eager):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
