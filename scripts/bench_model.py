@@ -5,7 +5,8 @@
     ``--batch`` (CUDA default 16 and 64; an H200 waits on the host at both, benchmarks/ddp_notes.md);
   * whole-volume inference through ``app.infer.super_resolve`` (MONAI sliding window, Gaussian blending) of a
     2 mm (96x116x96) and a 1 mm (182x218x182) brain-sized volume, x2 per axis.
-Inputs are fresh random values (never zeros); medians over repeats after warm-up; times with device syncs.
+Inputs are fresh random values (never zeros); medians over repeats after warm-up, the modes interleaved in every
+repeat (order reversed every other repeat); times with device syncs.
 Writes JSON + a markdown table (card, torch, Triton, cuDNN versions) to --out.
 
 GPU:  python scripts/bench_model.py [--ckpt run/checkpoints/last.ckpt] --out benchmarks/model_bench_gpu.json
@@ -16,10 +17,12 @@ CPU:  python scripts/bench_model.py --device cpu --volumes 2mm --out benchmarks/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,17 +43,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn, device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
+def _median_seconds(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int,
+                    warmup: int) -> dict[str, float]:
+    """Median wall seconds of each of ``fns`` (by name), the names interleaved in every repeat and their order
+    reversed every other repeat, so that drift of the host or the card's clocks during the run reaches all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _profile(fn, device: torch.device, path: Path | None) -> None:
@@ -96,31 +105,43 @@ def _ratio(row: dict, unit: str) -> float | None:
     return row[f"triton_{unit}"] / row[f"torch_{unit}"] if f"triton_{unit}" in row and f"torch_{unit}" in row else None
 
 
+def _training_step(net: SRUNet, x: torch.Tensor, target: torch.Tensor, device: torch.device) -> Callable[[], None]:
+    """One AdamW training step of ``net`` on (x, target), bf16 autocast on CUDA, as a closure."""
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = torch.nn.functional.l1_loss(net(x).float(), target)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.device, batch: int,
                         lr_patch: int, repeats: int, profile_dir: Path | None = None) -> dict:
     scale = kwargs["scale"]
     x = torch.rand(batch, 1, lr_patch, lr_patch, lr_patch, device=device)
     target = torch.rand(batch, 1, *(lr_patch * s for s in scale), device=device)
     out = {"batch": batch, "lr_patch": [lr_patch] * 3, "hr_patch": [lr_patch * s for s in scale]}
-    for mode, net in nets.items():
-        net.train()
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = torch.nn.functional.l1_loss(net(x).float(), target)
-            loss.backward()
-            opt.step()
-
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        out[f"{mode}_ms"] = 1e3 * _median_seconds(step, device, repeats, warmup=5)
+    steps = {mode: _training_step(net, x, target, device) for mode, net in nets.items()}
+    for mode, ms in _median_seconds(steps, device, repeats, warmup=5).items():
+        out[f"{mode}_ms"] = 1e3 * ms
+    for mode, step in steps.items():
         _profile(step, device, profile_dir and profile_dir / f"train_batch{batch}_{mode}.txt")
-        if device.type == "cuda":
+        if device.type == "cuda":  # one more step alone: its peak memory
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
             out[f"{mode}_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
     out["triton_over_torch"] = _ratio(out, "ms")
     return out
+
+
+def _infer(net: SRUNet, meta: dict, volume: torch.Tensor, window: WindowSettings) -> None:
+    net.eval()
+    super_resolve(net, meta, volume, window)
 
 
 def bench_inference(nets: dict[str, SRUNet], meta: dict, device: torch.device, name: str, repeats: int, roi: int,
@@ -131,13 +152,10 @@ def bench_inference(nets: dict[str, SRUNet], meta: dict, device: torch.device, n
     window = WindowSettings((roi, roi, roi), 0.25, sw_batch, device, "auto")
     out = {"input_shape": list(shape), "output_shape": [n * s for n, s in zip(shape, meta["scale"])],
            "roi_size": [roi] * 3, "sw_batch_size": sw_batch, "overlap": 0.25}
-    for mode, net in nets.items():
-        net.eval()
-
-        def run() -> None:
-            super_resolve(net, meta, volume, window)
-
-        out[f"{mode}_s"] = _median_seconds(run, device, repeats, warmup=1 if device.type == "cuda" else 0)
+    runs = {mode: functools.partial(_infer, net, meta, volume, window) for mode, net in nets.items()}
+    for mode, seconds in _median_seconds(runs, device, repeats, warmup=1 if device.type == "cuda" else 0).items():
+        out[f"{mode}_s"] = seconds
+    for mode, run in runs.items():
         _profile(run, device, profile_dir and profile_dir / f"infer_{name}_{mode}.txt")
     out["triton_over_torch"] = _ratio(out, "s")
     return out
