@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"check": "scripts/check_kernel_gpu.py", "bench": "scripts/bench_conv_transpose3d.py"}
@@ -72,3 +73,17 @@ def test_bench_conv_transpose3d_smoke(smoke_runs: dict) -> None:
     assert all(us > 0 for us in parts["by_op"].values())
     assert report["summary"]["bf16"]["cudnn_over_ours_fwd"]["issue6_a_d"] is not None
     assert Path(smoke_runs["bench"][1]).with_suffix(".md").read_text().startswith("# ConvTranspose3d")
+
+
+def test_bench_model_interleaves_modes() -> None:
+    """bench_model times the nets in turn within every repeat, reversing the order every other repeat, so that host
+    or clock drift during the run reaches both nets alike; each net's median is over its own calls only."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_model
+
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("triton", "torch")}
+    medians = bench_model._median_seconds(fns, torch.device("cpu"), repeats=4, warmup=1)
+    assert calls == ["triton", "torch",  # warm-up, one each
+                     "triton", "torch", "torch", "triton", "triton", "torch", "torch", "triton"]
+    assert set(medians) == {"triton", "torch"} and all(s >= 0.0 for s in medians.values())

@@ -5,7 +5,6 @@ import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from app.kernels import TritonConvTranspose3d, uses_triton
