@@ -23,7 +23,10 @@ class EpochStats(L.Callback):
     checkpointing excluded), the slowest rank's; ``patches``: HR patches trained on this epoch, summed over ranks
     (counted from the batches, so the distributed sampler's padding and a short last batch are counted as run);
     ``elapsed_s``: seconds since training started (validation included); ``val``: the ``val/*`` metrics when
-    this epoch validated, else null; ``peak_mem_gb``: each rank's peak allocated CUDA memory (null on CPU).
+    this epoch validated, else null; ``peak_mem_gb``: each rank's peak allocated CUDA memory (null on CPU);
+    ``input_wait_s_per_rank``: each rank's host time between the end of one training batch (or the epoch start) and
+    the start of the next, summed over the epoch: fetching the batch from the loader and moving it to the device,
+    with no CUDA sync (so a rank waiting on its loader shows here, a rank waiting on the GPU does not).
     """
 
     def __init__(self, path: str | None = None):
@@ -33,6 +36,7 @@ class EpochStats(L.Callback):
         self._train_s: float | None = None
         self._patches = self._batches = 0
         self._val: dict[str, float] | None = None
+        self._input_wait_s = self._last_batch_end = 0.0
 
     def _now(self, pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
@@ -50,13 +54,19 @@ class EpochStats(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._patches = self._batches = 0
         self._train_s, self._val = None, None
-        self._epoch_start = self._now(pl_module)
+        self._epoch_start = self._last_batch_end = self._now(pl_module)
+        self._input_wait_s = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._input_wait_s += time.perf_counter() - self._last_batch_end
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         hr = batch["hr"] if isinstance(batch, dict) else batch[0]
         self._patches += int(hr.shape[0])
         self._batches += 1
+        self._last_batch_end = time.perf_counter()
 
     def _mark_train_end(self, pl_module: L.LightningModule) -> None:
         if self._train_s is None:
@@ -73,8 +83,9 @@ class EpochStats(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mark_train_end(pl_module)
         mem = torch.cuda.max_memory_allocated(pl_module.device) / 1e9 if pl_module.device.type == "cuda" else -1.0
-        local = torch.tensor([self._patches, self._train_s, mem], dtype=torch.float64, device=pl_module.device)
-        ranks = trainer.strategy.all_gather(local).reshape(-1, 3).cpu()  # every rank takes part
+        local = torch.tensor([self._patches, self._train_s, mem, self._input_wait_s], dtype=torch.float64,
+                             device=pl_module.device)
+        ranks = trainer.strategy.all_gather(local).reshape(-1, 4).cpu()  # every rank takes part
         if not trainer.is_global_zero:
             return
         record = {
@@ -84,6 +95,7 @@ class EpochStats(L.Callback):
             "train_s_per_rank": [float(s) for s in ranks[:, 1]],
             "patches_per_rank": [int(p) for p in ranks[:, 0]],
             "peak_mem_gb": [float(m) for m in ranks[:, 2]] if pl_module.device.type == "cuda" else None,
+            "input_wait_s_per_rank": [float(w) for w in ranks[:, 3]],
             "train_loss": float(trainer.callback_metrics["train/loss"]) if "train/loss" in trainer.callback_metrics
             else None,
             "val": self._val,

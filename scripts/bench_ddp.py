@@ -109,6 +109,9 @@ def summarize(epochs: list[dict], n: int, skip: int) -> dict[str, Any]:
             "steps_per_s": steps / seconds, "epoch0_train_s": epochs[0]["train_s"] if epochs[0]["epoch"] == 0 else None,
             "patches_per_epoch": epochs[-1]["patches"],
         })
+        waits = [e["input_wait_s_per_rank"] for e in timed if e.get("input_wait_s_per_rank")]
+        if len(waits) == len(timed):  # the slowest-fed rank's share of the training time waiting for input
+            out["input_wait_share"] = max(sum(w[r] for w in waits) for r in range(len(waits[0]))) / seconds
     mems = [m for e in epochs for m in (e.get("peak_mem_gb") or [])]
     out["peak_mem_gb_per_gpu"] = max(mems) if mems else None
     val = [{"epoch": e["epoch"], "elapsed_s": round(e["elapsed_s"], 2),
@@ -349,6 +352,8 @@ def markdown(result: dict) -> str:
            f"`data.patches_per_epoch` = {s['patches']} for every N, split over the ranks (N× fewer steps per epoch).")
         + f" Throughput: patches of all ranks / wall time of the training batches (slowest rank; validation and "
         f"checkpointing excluded), epochs ≥ {s['skip_epochs']} (epoch 0 holds Triton autotuning/compilation)."
+        " Input wait: the share of that time the slowest-fed rank spent between training batches (fetching the next"
+        " batch; host time, no CUDA sync)."
         + (f" An untimed N=1 run ({result['warmup_run']['wall_s']:.0f} s, exit {result['warmup_run']['returncode']}) "
            "filled Triton's compile cache first." if result.get("warmup_run") else ""), "",
     ]
@@ -362,9 +367,9 @@ def markdown(result: dict) -> str:
                          + ", ".join(f"{v:.2f}×" for v in sc["speedups"]) + " |")
         lines.append("")
     lines += [
-        "| GPUs | round | status | patches/s | per GPU | steps/s | speed-up | efficiency | epoch 0 (s) | peak mem/GPU | "
-        "final val PSNR (trilinear) | run wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| GPUs | round | status | patches/s | per GPU | steps/s | speed-up | efficiency | input wait | epoch 0 (s) | "
+        "peak mem/GPU | final val PSNR (trilinear) | run wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         mem = f"{r['peak_mem_gb_per_gpu']:.2f} GB" if r.get("peak_mem_gb_per_gpu") is not None else "n/a"
@@ -372,6 +377,7 @@ def markdown(result: dict) -> str:
             f"| {r['devices']} | {r.get('round', 1)} | {r['status']} | {fmt(r.get('patches_per_s'), '.0f')} | "
             f"{fmt(r.get('patches_per_s_per_gpu'), '.0f')} | {fmt(r.get('steps_per_s'), '.1f')} | "
             f"{fmt(r.get('speedup'), '.2f')}× | {fmt(100 * r['efficiency'] if r.get('efficiency') else None, '.0f')}% "
+            f"| {fmt(100 * r['input_wait_share'] if 'input_wait_share' in r else None, '.0f')}% "
             f"| {fmt(r.get('epoch0_train_s'), '.1f')} | {mem} | {fmt(r.get('final_val_psnr'))} "
             f"({fmt(r.get('final_val_psnr_trilinear'))}) | {fmt(r.get('wall_s'), '.0f')} |")
     epochs = sorted({v["epoch"] for r in runs for v in r.get("val", [])})

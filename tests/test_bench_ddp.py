@@ -21,7 +21,8 @@ def bench():
 
 
 def epochs(n: int, rate_per_gpu: float, psnrs: dict[int, float]) -> list[dict]:
-    """4 epochs of 128 steps of 16 patches per rank; epoch 0 is 10x slower (warm-up)."""
+    """4 epochs of 128 steps of 16 patches per rank; epoch 0 is 10x slower (warm-up). The last rank waits on its
+    input for 10 % of every epoch, the others for 5 %."""
     out = []
     for e in range(4):
         patches = 128 * 16 * n
@@ -29,7 +30,8 @@ def epochs(n: int, rate_per_gpu: float, psnrs: dict[int, float]) -> list[dict]:
         val = {"val/psnr": psnrs[e], "val/psnr_trilinear": 27.4, "val/ssim": 0.9} if e in psnrs else None
         out.append({"epoch": e, "global_step": 128 * (e + 1), "world_size": n, "train_s": train_s, "patches": patches,
                     "batches_rank0": 128, "elapsed_s": 10.0 * (e + 1), "train_s_per_rank": [train_s] * n,
-                    "patches_per_rank": [patches // n] * n, "peak_mem_gb": [0.4] * n, "train_loss": 0.02, "val": val})
+                    "patches_per_rank": [patches // n] * n, "peak_mem_gb": [0.4] * n, "train_loss": 0.02, "val": val,
+                    "input_wait_s_per_rank": [0.05 * train_s] * (n - 1) + [0.1 * train_s]})
     return out
 
 
@@ -40,6 +42,7 @@ def test_throughput_leaves_out_warmup_and_compares_to_one_gpu(bench):
     assert one["epoch0_train_s"] == pytest.approx(128 * 16 / 40.0)
     assert [v["epoch"] for v in one["val"]] == [1, 3] and one["final_val_psnr"] == 31.0
     assert one["final_val_psnr_trilinear"] == 27.4 and one["peak_mem_gb_per_gpu"] == 0.4
+    assert one["input_wait_share"] == pytest.approx(0.1)  # the slowest-fed rank's share of the timed epochs
     four = bench.summarize(epochs(4, 350.0, {1: 30.5, 3: 31.5}), 4, skip=1)
     assert four["patches_per_s"] == pytest.approx(1400.0) and four["patches_per_s_per_gpu"] == pytest.approx(350.0)
 
@@ -61,7 +64,9 @@ def test_throughput_leaves_out_warmup_and_compares_to_one_gpu(bench):
                                 "patch_size": [32, 32, 32], "scale": [2, 2, 2], "precision": "bf16-mixed",
                                 "num_workers": 4, "scaling": "weak", "patches": 2048, "skip_epochs": 1}})
     md = bench.markdown(result)
-    assert "| 4 | 1 | ok | 1400 | 350 | 21.9 | 3.50× | 88% |" in md  # N=4, round 1: patches/s, per GPU, steps/s
+    assert "| 4 | 1 | ok | 1400 | 350 | 21.9 | 3.50× | 88% | 10% |" in md  # N=4, round 1: patches/s, per GPU, steps/s
+    old = result["runs"]["4"].pop("input_wait_share")  # records from before the input-wait column still render
+    assert "| 4 | 1 | ok | 1400 | 350 | 21.9 | 3.50× | 88% | –% |" in bench.markdown(result) and old
     assert result["scaling"]["4"]["speedup_median"] == pytest.approx(3.5)
     assert "| 3 | 31.00 (40 s) | 31.50 (40 s) | 27.40 |" in md  # val trajectory, one column per N
 

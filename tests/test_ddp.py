@@ -55,6 +55,8 @@ def test_ddp_spawn_two_cpu_processes_gloo(tmp_path):
     assert stats["world_size"] == 2 and stats["batches_rank0"] == 2
     assert stats["patches_per_rank"] == [4, 4] and stats["patches"] == 8  # 2 batches of 2 patches on each rank
     assert len(stats["train_s_per_rank"]) == 2 and stats["train_s"] == max(stats["train_s_per_rank"]) > 0
+    waits = stats["input_wait_s_per_rank"]  # each rank's time between batches: fetching from its loader
+    assert len(waits) == 2 and all(0 < w < t for w, t in zip(waits, stats["train_s_per_rank"]))
     csv_psnr = next(float(r.split(",")[header.split(",").index("val/psnr")]) for r in rows
                     if r.split(",")[header.split(",").index("val/psnr")])
     assert abs(stats["val"]["val/psnr"] - csv_psnr) < 1e-4
