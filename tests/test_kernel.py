@@ -420,9 +420,8 @@ HOPPER_SHARED_MEMORY = 232448  # bytes per block on H100 / H200
 @pytest.mark.parametrize("tuned, tiles", [
     (triton_kernels._fwd_tuned, None), (triton_kernels._fwd_gemm_tuned, None),
     (triton_kernels._bwd_input_tuned, None),
-    (triton_kernels._bwd_weight_tuned, (triton_kernels._WGRAD_TILE,) * 2),
-    (triton_kernels._bwd_weight_gemm_tuned, triton_kernels._WGRAD_GEMM_TILE),
-], ids=["fwd", "fwd_gemm", "bwd_input", "bwd_weight", "bwd_weight_gemm"])
+    (triton_kernels._bwd_weight_tuned, triton_kernels._WGRAD_TILE),
+], ids=["fwd", "fwd_gemm", "bwd_input", "bwd_weight"])
 def test_every_autotune_config_fits_hopper_shared_memory_in_fp32(tuned, tiles) -> None:
     """The check and benchmark scripts launch each configuration pinned (no autotuner pruning), in fp32 too: its
     software pipeline (stages x (A tile + B tile) x 4 bytes) must fit in a block's shared memory."""

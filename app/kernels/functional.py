@@ -111,9 +111,11 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, w_kernel: torch.Tensor, wei
                                     precision)
             if channels_last and not x_channels_last:
                 gx = gx.contiguous()  # back to x's (NCDHW) layout, as torch returns it
-        if need_gw:
-            gw = kernels.grad_weight(x_k, gy_k, *weight_meta, stride, padding, dilation, groups, precision)
-        if need_gb and bias_dtype is not None:
+        bias_dtype = bias_dtype if need_gb else None
+        if need_gw:  # grad_bias with it: from the same pass over grad_y in the GEMM geometry
+            gw, gb = kernels.grad_weight(x_k, gy_k, *weight_meta, bias_dtype, stride, padding, dilation, groups,
+                                         precision)
+        elif bias_dtype is not None:
             gb = kernels.grad_bias(grad_y, bias_dtype)
     return gx, gw, gb
 

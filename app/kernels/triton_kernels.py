@@ -314,7 +314,7 @@ def _bwd_input_kernel(
 
 @triton.jit
 def _bwd_weight_kernel(
-    x_ptr, g_ptr, part_ptr,
+    x_ptr, g_ptr, part_ptr, bias_part_ptr,
     P, CHUNK, ID, IH, IW, OD, OH, OW, C_IN, C_IN_G, C_OUT_G,
     sxn, sxc, sxd, sxh, sxw,
     sgn, sgc, sgd, sgh, sgw,
@@ -322,68 +322,18 @@ def _bwd_weight_kernel(
     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DD: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    """Split-K partial of grad_w[ci, co, k] = sum_{n, i} x[n, ci, i] · grad_y[n, co, i·s − p + k·d].
-    Grid (groups · ci tiles · co tiles, kD·kH·kW taps, splits); split z sums input positions
-    [z·CHUNK, (z+1)·CHUNK) of P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64).
-    Deterministic."""
-    pid_t = tl.program_id(0)
-    tap = tl.program_id(1)
-    split = tl.program_id(2)
-    co_tiles = tl.cdiv(C_OUT_G, BLOCK_CO)
-    ci_tiles = tl.cdiv(C_IN_G, BLOCK_CI)
-    g = pid_t // (ci_tiles * co_tiles)
-    r = pid_t % (ci_tiles * co_tiles)
-    kw = tap % KW
-    kh = (tap // KW) % KH
-    kd = tap // (KW * KH)
-
-    ci = (r // co_tiles) * BLOCK_CI + tl.arange(0, BLOCK_CI)
-    co = (r % co_tiles) * BLOCK_CO + tl.arange(0, BLOCK_CO)
-    ci_ok = ci < C_IN_G
-    co_ok = co < C_OUT_G
-    if INDEX_64:  # channel index x channel stride can pass 2^31 too
-        g = g.to(tl.int64)
-    ci_glob = g * C_IN_G + ci
-    co_glob = g * C_OUT_G + co
-
-    acc = _zero_acc(BLOCK_CI, BLOCK_CO, IS_FP64)
-    start = _wide_mul(split, CHUNK, INDEX_64)
-    for p0 in range(0, CHUNK, BLOCK_P):
-        p = start + p0 + tl.arange(0, BLOCK_P)
-        i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
-        p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
-        o_d = i_d * SD - PD + kd * DD
-        o_h = i_h * SH - PH + kh * DH
-        o_w = i_w * SW - PW + kw * DW
-        o_ok = p_ok & (o_d >= 0) & (o_d < OD) & (o_h >= 0) & (o_h < OH) & (o_w >= 0) & (o_w < OW)
-        x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
-        g_row = g_ptr + n * sgn + o_d * sgd + o_h * sgh + o_w * sgw
-        a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & o_ok[None, :], other=0.0)
-        b = tl.load(g_row[:, None] + co_glob[None, :] * sgc, mask=o_ok[:, None] & co_ok[None, :], other=0.0)
-        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
-    base = _wide_mul(split, C_IN, INDEX_64) * C_OUT_G * (KD * KH * KW) + tap
-    tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * (KD * KH * KW), acc,
-             mask=ci_ok[:, None] & co_ok[None, :])
-
-
-@triton.jit
-def _bwd_weight_gemm_kernel(
-    x_ptr, g_ptr, part_ptr,
-    P, CHUNK, ID, IH, IW, C_IN, C_IN_G, C_OUT_G,
-    sxn, sxc, sxd, sxh, sxw,
-    sgn, sgc, sgd, sgh, sgw,
-    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, TAP_FASTEST: tl.constexpr,
+    TAP_FASTEST: tl.constexpr, IN_BOUNDS: tl.constexpr, SUM_BIAS: tl.constexpr,
     INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """Split-K partial of grad_w for the forward's GEMM geometry (``_fwd_gemm_kernel``): grad_w[ci, (co, tap)] =
-    sum_{n, i} x[n, ci, i] · grad_y[n, co, i·k + tap], one GEMM over all taps at once, so x is read once (not once
-    per tap). Grid (groups · ci tiles · column tiles, splits); split z sums input positions [z·CHUNK, (z+1)·CHUNK)
-    of P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64). Column order as the
-    forward's TAP_FASTEST. Deterministic."""
+    """Split-K partial of grad_w[ci, (co, tap)] = sum_{n, i} x[n, ci, i] · grad_y[n, co, i·s − p + k·d]: one GEMM
+    over all taps at once, [C_in/g tile] × [input positions] @ [input positions] × [taps · C_out/g columns], each
+    column reading grad_y at its own tap offset, so x is read once per column tile (not once per tap).
+    Grid (groups · C_in tiles · column tiles, splits); split z sums input positions [z·CHUNK, (z+1)·CHUNK) of
+    P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64). Columns are ordered as the
+    forward GEMM's TAP_FASTEST. IN_BOUNDS (the GEMM geometry: kernel = stride, no padding) drops the output-bounds
+    masks. SUM_BIAS (only with IN_BOUNDS, where every grad_y voxel is one (position, tap) pair) also stores the
+    columns' sums of grad_y from the first C_in tile into bias_part[z, co, tap]. Deterministic."""
     pid_t = tl.program_id(0)
     split = tl.program_id(1)
     taps: tl.constexpr = KD * KH * KW
@@ -392,8 +342,9 @@ def _bwd_weight_gemm_kernel(
     ci_tiles = tl.cdiv(C_IN_G, BLOCK_CI)
     g = pid_t // (ci_tiles * col_tiles)
     r = pid_t % (ci_tiles * col_tiles)
+    ci_tile = r // col_tiles
 
-    ci = (r // col_tiles) * BLOCK_CI + tl.arange(0, BLOCK_CI)
+    ci = ci_tile * BLOCK_CI + tl.arange(0, BLOCK_CI)
     col = (r % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN_G
     col_ok = col < n_cols
@@ -401,22 +352,38 @@ def _bwd_weight_gemm_kernel(
     if INDEX_64:  # channel index x channel stride can pass 2^31 too
         g = g.to(tl.int64)
     ci_glob = g * C_IN_G + ci
-    g_col = (g * C_OUT_G + co) * sgc + kd * sgd + kh * sgh + kw * sgw
+    co_glob = g * C_OUT_G + co
+    g_col = co_glob * sgc + (kd * DD) * sgd + (kh * DH) * sgh + (kw * DW) * sgw
 
     acc = _zero_acc(BLOCK_CI, BLOCK_N, IS_FP64)
+    col_sum = tl.sum(_zero_acc(1, BLOCK_N, IS_FP64), axis=0)
     start = _wide_mul(split, CHUNK, INDEX_64)
     for p0 in range(0, CHUNK, BLOCK_P):
         p = start + p0 + tl.arange(0, BLOCK_P)
         i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
         p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
+        b_d = i_d * SD - PD  # output index of tap 0; tap k adds k·d
+        b_h = i_h * SH - PH
+        b_w = i_w * SW - PW
+        ok = p_ok[:, None] & col_ok[None, :]
+        if not IN_BOUNDS:
+            o_d = b_d[:, None] + (kd * DD)[None, :]
+            o_h = b_h[:, None] + (kh * DH)[None, :]
+            o_w = b_w[:, None] + (kw * DW)[None, :]
+            ok = ok & (o_d >= 0) & (o_d < OD) & (o_h >= 0) & (o_h < OH) & (o_w >= 0) & (o_w < OW)
         x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
-        g_row = g_ptr + n * sgn + (i_d * KD) * sgd + (i_h * KH) * sgh + (i_w * KW) * sgw
+        g_row = g_ptr + n * sgn + b_d * sgd + b_h * sgh + b_w * sgw
         a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
-        b = tl.load(g_row[:, None] + g_col[None, :], mask=p_ok[:, None] & col_ok[None, :], other=0.0)
+        b = tl.load(g_row[:, None] + g_col[None, :], mask=ok, other=0.0)
         acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+        if SUM_BIAS:
+            col_sum += tl.sum(b.to(col_sum.dtype), axis=0)
     base = _wide_mul(split, C_IN, INDEX_64) * C_OUT_G * taps
     tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * taps + tap[None, :], acc,
              mask=ci_ok[:, None] & col_ok[None, :])
+    if SUM_BIAS:
+        bias_base = _wide_mul(split, (C_IN // C_IN_G) * C_OUT_G, INDEX_64) * taps
+        tl.store(bias_part_ptr + bias_base + co_glob * taps + tap, col_sum, mask=col_ok & (col * 0 + ci_tile == 0))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -444,14 +411,12 @@ _FWD_GEMM_CONFIGS = [
 # Every configuration must fit in fp32 too (a pinned configuration is launched without the autotuner's pruning):
 # stages · (A tile + B tile) · 4 bytes <= 227 KiB of shared memory per block on H100/H200 (tests check it).
 _WGRAD_CONFIGS = [
-    triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s) for bp, w, s in [(32, 4, 3), (64, 4, 3), (128, 8, 3)]
-]
-_WGRAD_GEMM_CONFIGS = [
     triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
     for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 4), (128, 8, 2)]
 ]
-_WGRAD_TILE = 64  # BLOCK_CI = BLOCK_CO: fixed so that the split count does not depend on the tuned config
-_WGRAD_GEMM_TILE = (64, 128)  # BLOCK_CI, BLOCK_N of the kernel = stride grad_weight GEMM (fixed: same reason)
+# BLOCK_CI (the widest, for C_in/g > 32), BLOCK_N of the grad_weight GEMM: fixed, so that the split count does not
+# depend on the tuned configuration.
+_WGRAD_TILE = (64, 128)
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
 
@@ -461,12 +426,9 @@ _fwd_gemm_tuned = triton.autotune(
 )(_fwd_gemm_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
 _bwd_weight_tuned = triton.autotune(
-    configs=_WGRAD_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "INDEX_64", "PRECISION"]
+    configs=_WGRAD_CONFIGS,
+    key=[*_GEMM_KEY, "PD", "PH", "PW", "TAP_FASTEST", "IN_BOUNDS", "SUM_BIAS"],
 )(_bwd_weight_kernel)
-_bwd_weight_gemm_tuned = triton.autotune(
-    configs=_WGRAD_GEMM_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "TAP_FASTEST", "INDEX_64", "PRECISION"]
-)(_bwd_weight_gemm_kernel)
-
 
 def _launch_hooks_active() -> bool:
     """Whether a Triton launch hook (a profiler such as Proton) is installed: such launches take Triton's path."""
@@ -531,8 +493,7 @@ class _Launcher:
 _fwd = _Launcher(_fwd_kernel, _fwd_tuned, n_tensors=4)
 _fwd_gemm = _Launcher(_fwd_gemm_kernel, _fwd_gemm_tuned, n_tensors=4)
 _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
-_bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=3)
-_bwd_weight_gemm = _Launcher(_bwd_weight_gemm_kernel, _bwd_weight_gemm_tuned, n_tensors=3)
+_bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -685,42 +646,45 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
 
 
 def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[int], weight_dtype: torch.dtype,
-                stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
-    """grad_w (C_in, C_out/g, kD, kH, kW) of ``weight_dtype``, reduced in fp32 split-K partials (deterministic)."""
+                bias_dtype: torch.dtype | None, stride: Triple, padding: Triple, dilation: Triple, groups: int,
+                precision: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(grad_w (C_in, C_out/g, kD, kH, kW) of ``weight_dtype``, grad_b (C_out,) of ``bias_dtype`` or None when
+    ``bias_dtype`` is None), reduced in fp32 split-K partials (deterministic). In the GEMM geometry grad_b comes
+    from the same pass over grad_y; elsewhere from ``grad_bias``."""
     c_in, c_out_g, kd, kh, kw = weight_shape
     n, _, d, h, w_ = x.shape
     positions = n * d * h * w_
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     taps = kd * kh * kw
     if positions == 0 or c_in * c_out_g * taps == 0:
-        return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype)
+        gb = None if bias_dtype is None else grad_bias(grad_y, bias_dtype)
+        return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype), gb
     small = x.dtype == torch.float64 or interpreter_active()
     fixed = {"BLOCK_P": 16 if x.dtype == torch.float64 else 64} if small else None
     gemm = is_gemm_geometry((kd, kh, kw), stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
-    if gemm:  # one program covers taps too
-        tile_ci, tile_n = (16, 16) if small else _WGRAD_GEMM_TILE
-        tiles, tap_programs = groups * _cdiv(c_in // groups, tile_ci) * _cdiv(taps * c_out_g, tile_n), 1
-    else:
-        tile_ci = tile_n = 16 if small else _WGRAD_TILE
-        tiles, tap_programs = groups * _cdiv(c_in // groups, tile_ci) * _cdiv(c_out_g, tile_n), taps
-    splits = _split_count(positions, tiles * tap_programs, x.device)
+    c_in_g = c_in // groups
+    if small:
+        tile_ci, tile_n = 16, 16
+    else:  # a C_in tile no wider than C_in/g needs (tensor-core dots take 16 and up)
+        tile_ci, tile_n = min(_WGRAD_TILE[0], max(16, triton.next_power_of_2(c_in_g))), _WGRAD_TILE[1]
+    tiles = groups * _cdiv(c_in_g, tile_ci) * _cdiv(taps * c_out_g, tile_n)
+    splits = _split_count(positions, tiles, x.device)
     chunk = _cdiv(positions, splits)
     part = _empty((splits, c_in, c_out_g, kd, kh, kw), device=x.device, dtype=acc_dtype)
-    flags = {"INDEX_64": _needs_int64(x, grad_y, part), **_dtype_flags(x.dtype, precision)}
-    if gemm:
-        args = (x, grad_y, part, positions, chunk, d, h, w_, c_in, c_in // groups, c_out_g, *x.stride(),
-                *grad_y.stride())
-        consts = {"KD": kd, "KH": kh, "KW": kw, "TAP_FASTEST": not is_channels_last(grad_y), **flags,
-                  "BLOCK_CI": tile_ci, "BLOCK_N": tile_n}
-        _bwd_weight_gemm(lambda meta: (tiles, splits), args, consts, fixed)
-    else:
-        args = (x, grad_y, part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in // groups, c_out_g,
-                *x.stride(), *grad_y.stride())
-        consts = {**_geometry((kd, kh, kw), stride, padding, dilation), **flags, "BLOCK_CI": tile_ci,
-                  "BLOCK_CO": tile_n}
-        _bwd_weight(lambda meta: (tiles, taps, splits), args, consts, fixed)
+    sum_bias = gemm and bias_dtype is not None
+    bias_part = _empty((splits, groups * c_out_g, taps), device=x.device, dtype=acc_dtype) if sum_bias else part
+    args = (x, grad_y, part, bias_part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in_g, c_out_g,
+            *x.stride(), *grad_y.stride())
+    consts = {**_geometry((kd, kh, kw), stride, padding, dilation), "TAP_FASTEST": not is_channels_last(grad_y),
+              "IN_BOUNDS": gemm, "SUM_BIAS": sum_bias, "INDEX_64": _needs_int64(x, grad_y, part),
+              **_dtype_flags(x.dtype, precision), "BLOCK_CI": tile_ci, "BLOCK_N": tile_n}
+    _bwd_weight(lambda meta: (tiles, splits), args, consts, fixed)
     gw = part.sum(0) if splits > 1 else part[0]
-    return gw if gw.dtype == weight_dtype else gw.to(weight_dtype)
+    gw = gw if gw.dtype == weight_dtype else gw.to(weight_dtype)
+    if not sum_bias:
+        return gw, None if bias_dtype is None else grad_bias(grad_y, bias_dtype)
+    gb = bias_part.sum((0, 2))
+    return gw, gb if gb.dtype == bias_dtype else gb.to(bias_dtype)
 
 
 def grad_bias(grad_y: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
