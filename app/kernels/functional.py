@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+from torch.amp import custom_bwd, custom_fwd
+from torch.autograd.function import once_differentiable
 
 from app.kernels import triton_kernels as kernels
 
@@ -120,6 +122,37 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, w_kernel: torch.Tensor, wei
     return gx, gw, gb
 
 
+class _ConvTranspose3dFunction(torch.autograd.Function):
+    """Eager mode: forward and backward through the Triton kernels without the dispatcher round trips of the
+    custom op below (host time per forward + backward with the launches stubbed, on the 2-core CPU machine: about
+    half the custom op's; benchmarks/kernel_notes.md v3d). The forward's ``_kernel_weight`` copy is reused by the
+    backward; bias is read in its own dtype. Gradients come back in the dtypes of weight and bias."""
+
+    @staticmethod
+    @custom_fwd(device_type="cuda")
+    def forward(ctx, x, weight, bias, out_shape, stride, padding, dilation, groups, precision):
+        w_kernel = _kernel_weight(x, weight, stride, padding, dilation, out_shape[2:])
+        ctx.save_for_backward(x, w_kernel)
+        ctx.conv = (stride, padding, dilation, groups, precision)
+        ctx.weight_meta = (weight.shape, weight.dtype)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        with _launch_device(x):
+            return kernels.forward(x, w_kernel, bias, out_shape, stride, padding, dilation, groups, precision)
+
+    @staticmethod
+    @once_differentiable
+    @custom_bwd(device_type="cuda")
+    def backward(ctx, grad_y):
+        x, w_kernel = ctx.saved_tensors
+        gx, gw, gb = _backward(grad_y, x, w_kernel, ctx.weight_meta, ctx.bias_dtype, ctx.conv,
+                               ctx.needs_input_grad[:3])
+        return gx, gw, gb, None, None, None, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The same op for torch.compile: a custom op (opaque to Dynamo, with shape functions), so that a compiled model
+# keeps one graph (fullgraph=True works, and CUDA graphs can capture the step).
+# ----------------------------------------------------------------------------------------------------------
 @torch.library.custom_op("sr3d::conv_transpose3d", mutates_args=())
 def _conv_transpose3d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: list[int],
                          stride: list[int], padding: list[int], dilation: list[int], groups: int,
@@ -247,5 +280,8 @@ def conv_transpose3d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         _triple(stride), _triple(padding), _triple(output_padding), int(groups), _triple(dilation),
     ))
     stride3, padding3, dilation3 = (tuple(v) * (3 // len(v)) for v in map(_triple, (stride, padding, dilation)))
-    return _conv_transpose3d_op(input, weight, bias, list(out_shape), list(stride3), list(padding3),
-                                list(dilation3), int(groups), precision)
+    if compiling:
+        return _conv_transpose3d_op(input, weight, bias, list(out_shape), list(stride3), list(padding3),
+                                    list(dilation3), int(groups), precision)
+    return _ConvTranspose3dFunction.apply(input, weight, bias, out_shape, stride3, padding3, dilation3,
+                                          int(groups), precision)
