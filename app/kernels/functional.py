@@ -114,10 +114,10 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, w_kernel: torch.Tensor, wei
             if channels_last and not x_channels_last:
                 gx = gx.contiguous()  # back to x's (NCDHW) layout, as torch returns it
         bias_dtype = bias_dtype if need_gb else None
-        if need_gw:  # grad_bias with it: from the same pass over grad_y in the GEMM geometry
+        if need_gw:  # grad_bias too where the same pass over grad_y gives it (the GEMM geometry)
             gw, gb = kernels.grad_weight(x_k, gy_k, *weight_meta, bias_dtype, stride, padding, dilation, groups,
                                          precision)
-        elif bias_dtype is not None:
+        if gb is None and bias_dtype is not None:
             gb = kernels.grad_bias(grad_y, bias_dtype)
     return gx, gw, gb
 

@@ -10,8 +10,9 @@ phase r iff (r + p − k·d) ≡ 0 (mod s), and then reads input q + (r + p − 
 implicit GEMM over its own taps only (no dead taps, no division of a gathered index); its K loop is one flat
 (tap, C_in block) loop, which Triton software-pipelines. kernel == stride with no padding/dilation (the U-Net's
 upsampling) is one plain GEMM instead, x (N·D·H·W × C_in) @ w (C_in × taps·C_out), whose store scatters each
-column (tap, co) to its output voxel (``_fwd_gemm_kernel``; its grad_weight likewise covers all taps in one pass
-over x). grad_input is a strided conv3d of grad_y with the same flat K loop.
+column (tap, co) to its output voxel (``_fwd_gemm_kernel``). grad_input is a strided conv3d of grad_y with the same
+flat K loop. grad_weight is one GEMM over all taps for every geometry (x read once per column tile, not once per
+tap), which also sums grad_bias in the GEMM geometry.
 
 Every tensor is addressed through its strides, so NCDHW, channels_last_3d and non-contiguous views need no
 copy. Offsets are int32 unless a tensor spans 2^31 elements or more (then INDEX_64 switches to int64).
@@ -383,7 +384,8 @@ def _bwd_weight_kernel(
              mask=ci_ok[:, None] & col_ok[None, :])
     if SUM_BIAS:
         bias_base = _wide_mul(split, (C_IN // C_IN_G) * C_OUT_G, INDEX_64) * taps
-        tl.store(bias_part_ptr + bias_base + co_glob * taps + tap, col_sum, mask=col_ok & (col * 0 + ci_tile == 0))
+        first_ci_tile = col * 0 + ci_tile == 0  # as a vector: the interpreter rejects a scalar in a mask
+        tl.store(bias_part_ptr + bias_base + co_glob * taps + tap, col_sum, mask=col_ok & first_ci_tile)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -414,8 +416,8 @@ _WGRAD_CONFIGS = [
     triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
     for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 4), (128, 8, 2)]
 ]
-# BLOCK_CI (the widest, for C_in/g > 32), BLOCK_N of the grad_weight GEMM: fixed, so that the split count does not
-# depend on the tuned configuration.
+# BLOCK_CI (the widest; a narrower C_in/g takes its next power of 2, at least 16), BLOCK_N of the grad_weight GEMM:
+# fixed, so that the split count does not depend on the tuned configuration.
 _WGRAD_TILE = (64, 128)
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
@@ -648,17 +650,16 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
 def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[int], weight_dtype: torch.dtype,
                 bias_dtype: torch.dtype | None, stride: Triple, padding: Triple, dilation: Triple, groups: int,
                 precision: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(grad_w (C_in, C_out/g, kD, kH, kW) of ``weight_dtype``, grad_b (C_out,) of ``bias_dtype`` or None when
-    ``bias_dtype`` is None), reduced in fp32 split-K partials (deterministic). In the GEMM geometry grad_b comes
-    from the same pass over grad_y; elsewhere from ``grad_bias``."""
+    """(grad_w (C_in, C_out/g, kD, kH, kW) of ``weight_dtype``, grad_b (C_out,) of ``bias_dtype`` or None), reduced
+    in fp32 split-K partials (deterministic). grad_b is summed in the same pass over grad_y in the GEMM geometry
+    when ``bias_dtype`` is given; otherwise it is None (the caller uses ``grad_bias``)."""
     c_in, c_out_g, kd, kh, kw = weight_shape
     n, _, d, h, w_ = x.shape
     positions = n * d * h * w_
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     taps = kd * kh * kw
     if positions == 0 or c_in * c_out_g * taps == 0:
-        gb = None if bias_dtype is None else grad_bias(grad_y, bias_dtype)
-        return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype), gb
+        return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype), None
     small = x.dtype == torch.float64 or interpreter_active()
     fixed = {"BLOCK_P": 16 if x.dtype == torch.float64 else 64} if small else None
     gemm = is_gemm_geometry((kd, kh, kw), stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
@@ -682,7 +683,7 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
     gw = part.sum(0) if splits > 1 else part[0]
     gw = gw if gw.dtype == weight_dtype else gw.to(weight_dtype)
     if not sum_bias:
-        return gw, None if bias_dtype is None else grad_bias(grad_y, bias_dtype)
+        return gw, None
     gb = bias_part.sum((0, 2))
     return gw, gb if gb.dtype == bias_dtype else gb.to(bias_dtype)
 
