@@ -238,7 +238,7 @@ def precompile(unit: tuple[Shape, str, str]) -> None:
     device = torch.device(device_name)
     prob = Problem(shape, DTYPES[dtype_name], device)
     # under the interpreter nothing is compiled or tuned: one pass only exercises this path
-    count = 1 if interpreter() else max((len(t.configs) for t in autotuners([SEED_MODULE])), default=1)
+    count = 1 if interpreter() else max((len(t.configs) for t in autotuners([SEED_MODULE]).values()), default=1)
     for index in range(count):
         with pinned_configs(index, [SEED_MODULE]):
             for layout in LAYOUTS:

@@ -34,22 +34,24 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def autotuners(extra_modules: Sequence[ModuleType] = ()) -> list[Autotuner]:
-    """Every Triton autotuner defined in the ``app.kernels`` modules and in ``extra_modules``."""
+def autotuners(extra_modules: Sequence[ModuleType] = ()) -> dict[str, Autotuner]:
+    """Every Triton autotuner defined in the ``app.kernels`` modules and in ``extra_modules``, by variable name
+    (one kernel can have several, e.g. grad_weight's per C_in tile width)."""
     modules = [m for n, m in list(sys.modules.items()) if n == "app.kernels" or n.startswith("app.kernels.")]
-    found: list[Autotuner] = []
+    found: dict[str, Autotuner] = {}
     for module in [*modules, *extra_modules]:
-        found += [v for v in vars(module).values() if isinstance(v, Autotuner) and v not in found]
+        found.update({name: v for name, v in vars(module).items()
+                      if isinstance(v, Autotuner) and v not in found.values()})
     return found
 
 
 def autotune_choices() -> dict[str, list[dict]]:
-    """The configuration each app autotuner chose per key so far (kernel name -> [{key, config}]): which of the
+    """The configuration each app autotuner chose per key so far (autotuner name -> [{key, config}]): which of the
     listed configurations win, for pruning the lists."""
-    return {tuner.base_fn.__name__: [
+    return {name: [
         {"key": [str(k) for k in key],
          "config": {**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages}}
-        for key, config in tuner.cache.items()] for tuner in autotuners()}
+        for key, config in tuner.cache.items()] for name, tuner in autotuners().items()}
 
 
 @contextlib.contextmanager
@@ -59,7 +61,7 @@ def pinned_configs(index: int | None, extra_modules: Sequence[ModuleType] = ()) 
     if index is None:
         yield
         return
-    saved = [(tuner, tuner.configs) for tuner in autotuners(extra_modules)]
+    saved = [(tuner, tuner.configs) for tuner in autotuners(extra_modules).values()]
     try:
         for tuner, configs in saved:
             tuner.configs = [configs[index % len(configs)]]

@@ -54,6 +54,9 @@ CASES = [
     ((1, 2, 3, 2, 3), (2, 2, 3, 1, 2), dict(stride=(1, 3, 2), padding=(1, 0, 0), output_padding=(0, 2, 1)),
      torch.float32, "contiguous"),
     ((1, 33, 2, 2, 2), (33, 17, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
+    # the GEMM forward's position boxes: several H tiles of one slab; boxes spanning (n, d) slabs, kW = 4
+    ((2, 3, 3, 5, 9), (3, 4, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),
+    ((3, 2, 4, 2, 3), (2, 3, 1, 2, 4), dict(stride=(1, 2, 4)), torch.float32, "contiguous"),
     ((2, 3, 1, 1, 1), (3, 2, 3, 3, 3), dict(stride=2), torch.float32, "contiguous"),
     ((1, 6, 2, 3, 2), (6, 2, 2, 2, 2), dict(stride=2, groups=3, bias=False), torch.bfloat16, "channels_last"),
     ((1, 2, 2, 2, 2), (2, 3, 2, 2, 2), dict(stride=2, groups=2), torch.float32, "bias_strided"),
@@ -419,9 +422,10 @@ HOPPER_SHARED_MEMORY = 232448  # bytes per block on H100 / H200
 
 @pytest.mark.parametrize("tuned, tiles", [
     (triton_kernels._fwd_tuned, None), (triton_kernels._fwd_gemm_tuned, None),
-    (triton_kernels._bwd_input_tuned, None),
+    (triton_kernels._bwd_input_tuned, None), (triton_kernels._bwd_input_gemm_tuned, None),
     (triton_kernels._bwd_weight_tuned, triton_kernels._WGRAD_TILE),
-], ids=["fwd", "fwd_gemm", "bwd_input", "bwd_weight"])
+    (triton_kernels._bwd_weight_wide_tuned, triton_kernels._WGRAD_WIDE_TILE),
+], ids=["fwd", "fwd_gemm", "bwd_input", "bwd_input_gemm", "bwd_weight", "bwd_weight_wide"])
 def test_every_autotune_config_fits_hopper_shared_memory_in_fp32(tuned, tiles) -> None:
     """The check and benchmark scripts launch each configuration pinned (no autotuner pruning), in fp32 too: its
     software pipeline (stages x (A tile + B tile) x 4 bytes) must fit in a block's shared memory."""

@@ -9,8 +9,8 @@ phase r iff (r + p − k·d) ≡ 0 (mod s), and then reads input q + (r + p − 
 (phase, tap). One program computes a [BLOCK_M positions of one phase] × [BLOCK_N output channels] tile as an
 implicit GEMM over its own taps only (no dead taps, no division of a gathered index); its K loop is one flat
 (tap, C_in block) loop, which Triton software-pipelines. kernel == stride with no padding/dilation (the U-Net's
-upsampling) is one plain GEMM instead, x (N·D·H·W × C_in) @ w (C_in × taps·C_out), whose store scatters each
-column (tap, co) to its output voxel (``_fwd_gemm_kernel``). grad_input is a strided conv3d of grad_y with the same
+upsampling) is one plain GEMM instead, x (N·D·H·W × C_in) @ w (C_in × C_out·taps), over boxes of input positions
+whose tile is regrouped to store runs of consecutive output voxels (``_fwd_gemm_kernel``). grad_input is a strided conv3d of grad_y with the same
 flat K loop. grad_weight is one GEMM over all taps for every geometry (x read once per column tile, not once per
 tap), which also sums grad_bias in the GEMM geometry.
 
@@ -103,6 +103,96 @@ def _gemm_columns(col, taps: tl.constexpr, C_OUT_G, KH: tl.constexpr, KW: tl.con
     kh = (tap // KW) % KH
     kd = tap // (KW * KH)
     return co, tap, kd, kh, kw
+
+
+@triton.constexpr_function
+def _box_extent(axis: int, w_p2: int, h_p2: int, block: int) -> int:
+    """Extent along ``axis`` (0: (n, d) slabs, 1: rows, 2: W) of a box of ``block`` input positions (a power of 2)
+    for a volume whose W and H round up to the powers of 2 ``w_p2``, ``h_p2``: W takes min(w_p2, block), the
+    rows min(h_p2, what is left), the slabs the rest."""
+    bw = min(w_p2, block)
+    bh = min(h_p2, block // bw)
+    return (block // (bw * bh), bh, bw)[axis]
+
+
+@triton.jit
+def _box(b, t_start, t_end, IH, IW, W_P2: tl.constexpr, H_P2: tl.constexpr, BLOCK: tl.constexpr):
+    """Box b of the tiling of (n, d) slabs [t_start, t_end) × IH rows × IW by boxes of BLOCK positions, [BT slabs]
+    × [BH rows] × [BW along W] (``_box_extent``), W fastest: its first (slab, row, w), and per position, ordered
+    (slab, row, w), its slab, h, w and whether it is in bounds."""
+    BT: tl.constexpr = _box_extent(0, W_P2, H_P2, BLOCK)
+    BH: tl.constexpr = _box_extent(1, W_P2, H_P2, BLOCK)
+    BW: tl.constexpr = _box_extent(2, W_P2, H_P2, BLOCK)
+    tiles_w = tl.cdiv(IW, BW)
+    tiles_h = tl.cdiv(IH, BH)
+    t0 = t_start + b // (tiles_w * tiles_h) * BT
+    h0 = b // tiles_w % tiles_h * BH
+    w0 = b % tiles_w * BW
+    r = tl.arange(0, BLOCK)
+    slab = t0 + r // (BW * BH)
+    i_h = h0 + r // BW % BH
+    i_w = w0 + r % BW
+    return t0, h0, w0, slab, i_h, i_w, (slab < t_end) & (i_h < IH) & (i_w < IW)
+
+
+@triton.jit
+def _box_program(T, IH, IW, n_tiles, W_P2: tl.constexpr, H_P2: tl.constexpr, BLOCK_M: tl.constexpr,
+                 INDEX_64: tl.constexpr):
+    """This program's group, column tile and box (``_box``) on a kernel = stride GEMM's grid (boxes of T slabs,
+    groups · n_tiles)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    g = pid_n // n_tiles
+    if INDEX_64:  # channel index x channel stride can pass 2^31 too
+        g = g.to(tl.int64)
+        pid_m = pid_m.to(tl.int64)
+    t0, h0, w0, slab, i_h, i_w, row_ok = _box(pid_m, 0, T, IH, IW, W_P2, H_P2, BLOCK_M)
+    return g, pid_n % n_tiles, t0, h0, w0, slab, i_h, i_w, row_ok
+
+
+@triton.jit
+def _interleaved_rows(col0, g, C_OUT_G, s_c, s_d, s_h, KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                      BJ: tl.constexpr):
+    """Rows j of an interleaved tile (kernel = stride geometry, columns (co, kd, kh, kw) from col0, kW fastest):
+    each row is one (co, kd, kh); its offset in an NCDHW output-sized tensor (strides s_*) and whether it exists."""
+    j = col0 // KW + tl.arange(0, BJ)
+    offset = (g * C_OUT_G + j // (KD * KH)) * s_c + (j // KH % KD) * s_d + (j % KH) * s_h
+    return offset, j < C_OUT_G * KD * KH
+
+
+@triton.jit
+def _interleaved_offsets(t0, h0, w0, row_offset, row_ok, t_end, ID, IH, IW, s_n, s_d, s_h, s_w,
+                         KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                         W_P2: tl.constexpr, H_P2: tl.constexpr, BLOCK: tl.constexpr):
+    """Offsets and mask [rows, BT, BH, BW·KW] of the output voxels that the box at (t0, h0, w0) (``_box``) reaches
+    with kernel = stride: element [j, t, r, q] is y[n, co, d·KD + kd, (h0 + r)·KH + kh, w0·KW + q] of slab
+    t0 + t = n·ID + d, for row j = (co, kd, kh) (``_interleaved_rows``): runs of BW·KW consecutive voxels."""
+    BT: tl.constexpr = _box_extent(0, W_P2, H_P2, BLOCK)
+    BH: tl.constexpr = _box_extent(1, W_P2, H_P2, BLOCK)
+    BW: tl.constexpr = _box_extent(2, W_P2, H_P2, BLOCK)
+    slab = t0 + tl.arange(0, BT)
+    h = h0 + tl.arange(0, BH)
+    ow = w0 * KW + tl.arange(0, BW * KW)
+    offsets = (row_offset[:, None, None, None] + ((slab // ID) * s_n + (slab % ID * KD) * s_d)[None, :, None, None]
+               + (h * KH * s_h)[None, None, :, None] + (ow * s_w)[None, None, None, :])
+    ok = (row_ok[:, None, None, None] & (slab < t_end)[None, :, None, None] & (h < IH)[None, None, :, None]
+          & (ow < IW * KW)[None, None, None, :])
+    return offsets, ok
+
+
+@triton.jit
+def _regroup_runs(tile, TO_RUNS: tl.constexpr, W_P2: tl.constexpr, H_P2: tl.constexpr, BLOCK: tl.constexpr,
+                  BJ: tl.constexpr, KW: tl.constexpr):
+    """TO_RUNS: [BLOCK box positions, BJ·KW columns (row j, kw)] -> [BJ, BT, BH, BW·KW], the layout of
+    ``_interleaved_offsets``; else the inverse."""
+    BT: tl.constexpr = _box_extent(0, W_P2, H_P2, BLOCK)
+    BH: tl.constexpr = _box_extent(1, W_P2, H_P2, BLOCK)
+    BW: tl.constexpr = _box_extent(2, W_P2, H_P2, BLOCK)
+    if TO_RUNS:
+        tile = tl.reshape(tl.permute(tl.reshape(tile, (BT, BH, BW, BJ, KW)), (3, 0, 1, 2, 4)), (BJ, BT, BH, BW * KW))
+    else:
+        tile = tl.reshape(tl.permute(tl.reshape(tile, (BJ, BT, BH, BW, KW)), (1, 2, 3, 0, 4)), (BLOCK, BJ * KW))
+    return tile
 
 
 @triton.jit
@@ -206,42 +296,45 @@ def _fwd_kernel(
 @triton.jit
 def _fwd_gemm_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    M, ID, IH, IW, C_IN_G, C_OUT_G,
+    T, ID, IH, IW, C_IN_G, C_OUT_G,
     sxn, sxc, sxd, sxh, sxw,
     swi, swo, swd, swh, sww,
     syn, syc, syd, syh, syw,
-    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, TAP_FASTEST: tl.constexpr,
-    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, W_P2: tl.constexpr, H_P2: tl.constexpr,
+    INTERLEAVE_W: tl.constexpr, W_FLAT: tl.constexpr, HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr,
+    IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """kernel = stride, padding 0, dilation 1, output_padding 0: y[n, co, i·k + tap] = x[n, :, i] @ w[:, co, tap]
-    is one GEMM per group, [M = N·D·H·W input positions] × C_in/g @ C_in/g × [taps · C_out/g columns], whose store
-    scatters each column (tap, co) to its output voxel: x is read once, every program spans several phases.
-    Grid (M tiles, groups · column tiles). Columns are ordered (co, tap) when TAP_FASTEST (neighbouring columns
-    are neighbouring W outputs: NCDHW), else (tap, co) (neighbouring channels: channels_last_3d)."""
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    """kernel = stride, padding 0, dilation 1, output_padding 0, y NCDHW: y[n, co, i·k + tap] = x[n, :, i] @
+    w[:, co, tap] is one GEMM per group, [input positions] × C_in/g @ C_in/g × [C_out/g · taps columns, (co, kd, kh,
+    kw) with kw fastest]: x is read once, every program spans all phases. A program's BLOCK_M positions are a box
+    [BT (n, d) slabs of T = N·D] × [BH rows] × [BW positions along W] (BW = min(W_P2, BLOCK_M), W_P2 = next power of
+    2 of W, likewise BH), so x's tile rows are contiguous along W. INTERLEAVE_W (kW a power of 2): the tile is
+    regrouped so that each (co, kd, kh, slab, row) stores BW·kW consecutive output voxels (y[..., i_w·kW + kw] for
+    the box's i_w, every kw): wide coalesced stores instead of one scattered voxel per (position, column). W_FLAT:
+    weight is contiguous, so a column's offset in it is the column index.
+    Grid (box tiles, groups · column tiles)."""
     taps: tl.constexpr = KD * KH * KW
     n_cols = taps * C_OUT_G
-    n_tiles = tl.cdiv(n_cols, BLOCK_N)
-    g = pid_n // n_tiles
+    g, col_tile, t0, h0, w0, slab, i_h, i_w, row_ok = _box_program(T, IH, IW, tl.cdiv(n_cols, BLOCK_N), W_P2, H_P2,
+                                                                    BLOCK_M, INDEX_64)
+    n = slab // ID
+    i_d = slab % ID
 
-    m = _tile_rows(pid_m, BLOCK_M, INDEX_64)
-    i_w, i_h, i_d, n = _unravel(m, IW, IH, ID)
-    row_ok = m < M
-
-    col = (pid_n % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col0 = col_tile * BLOCK_N
+    col = col0 + tl.arange(0, BLOCK_N)
     col_ok = col < n_cols
-    co, tap, kd, kh, kw = _gemm_columns(col, taps, C_OUT_G, KH, KW, TAP_FASTEST)
-    if INDEX_64:  # channel index x channel stride can pass 2^31 too
-        g = g.to(tl.int64)
+    co, tap, kd, kh, kw = _gemm_columns(col, taps, C_OUT_G, KH, KW, True)
     ci_base = g * C_IN_G
     co_glob = g * C_OUT_G + co
     k_range = tl.arange(0, BLOCK_K)
 
     acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
     x_row = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
-    w_col = w_ptr + co * swo + kd * swd + kh * swh + kw * sww
+    if W_FLAT:  # contiguous weight: a column's (co, tap) offset is the column itself (wide loads)
+        w_col = w_ptr + col
+    else:
+        w_col = w_ptr + co * swo + kd * swd + kh * swh + kw * sww
     for k0 in range(0, C_IN_G, BLOCK_K):
         ci = ci_base + k0 + k_range
         ci_ok = k0 + k_range < C_IN_G
@@ -250,10 +343,17 @@ def _fwd_gemm_kernel(
         acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
     if HAS_BIAS:
         acc += tl.load(b_ptr + co_glob, mask=col_ok, other=0.0).to(acc.dtype)[None, :]
-    y_row = y_ptr + n * syn + (i_d * KD) * syd + (i_h * KH) * syh + (i_w * KW) * syw
-    y_col = co_glob * syc + kd * syd + kh * syh + kw * syw
-    tl.store(y_row[:, None] + y_col[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & col_ok[None, :])
+    out = acc.to(y_ptr.dtype.element_ty)
+    if INTERLEAVE_W:  # stored as runs of BW·kW consecutive voxels
+        BJ: tl.constexpr = BLOCK_N // KW
+        row_offset, row_exists = _interleaved_rows(col0, g, C_OUT_G, syc, syd, syh, KD, KH, KW, BJ)
+        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, T, ID, IH, IW, syn, syd, syh, syw,
+                                           KD, KH, KW, W_P2, H_P2, BLOCK_M)
+        tl.store(y_ptr + offsets, _regroup_runs(out, True, W_P2, H_P2, BLOCK_M, BJ, KW), mask=ok)
+    else:
+        y_row = y_ptr + n * syn + (i_d * KD) * syd + (i_h * KH) * syh + (i_w * KW) * syw
+        y_col = co_glob * syc + kd * syd + kh * syh + kw * syw
+        tl.store(y_row[:, None] + y_col[None, :], out, mask=row_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
@@ -314,6 +414,51 @@ def _bwd_input_kernel(
 
 
 @triton.jit
+def _bwd_input_gemm_kernel(
+    g_ptr, w_ptr, gx_ptr,
+    T, ID, IH, IW, C_IN_G, C_OUT_G,
+    sgn, sgc, sgd, sgh, sgw,
+    swi, swo, swd, swh, sww,
+    sxn, sxc, sxd, sxh, sxw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, W_P2: tl.constexpr, H_P2: tl.constexpr,
+    W_FLAT: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """grad_x[n, ci, i] = sum_{co, tap} grad_y[n, co, i·k + tap] · w[ci, co, tap] for kernel = stride, padding 0,
+    dilation 1, grad_y NCDHW, kW a power of 2: the forward GEMM transposed, [input positions] × [C_out/g · taps]
+    @ [C_out/g · taps] × [C_in/g], positions in the forward's boxes. Each K step reads grad_y as runs of
+    consecutive voxels (``_interleaved_offsets``) and regroups them to [positions, (co, kd, kh, kw)]. W_FLAT: weight
+    is contiguous (a K index is its offset). Grid (boxes, groups · C_in/g tiles)."""
+    BJ: tl.constexpr = BLOCK_K // KW
+    taps: tl.constexpr = KD * KH * KW
+    n_cols = taps * C_OUT_G
+    g, ci_tile, t0, h0, w0, slab, i_h, i_w, row_ok = _box_program(T, IH, IW, tl.cdiv(C_IN_G, BLOCK_N), W_P2, H_P2,
+                                                                   BLOCK_M, INDEX_64)
+    ci = ci_tile * BLOCK_N + tl.arange(0, BLOCK_N)
+    ci_ok = ci < C_IN_G
+    ci_glob = g * C_IN_G + ci
+
+    acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
+    for k0 in range(0, n_cols, BLOCK_K):
+        row_offset, row_exists = _interleaved_rows(k0, g, C_OUT_G, sgc, sgd, sgh, KD, KH, KW, BJ)
+        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, T, ID, IH, IW, sgn, sgd, sgh, sgw,
+                                           KD, KH, KW, W_P2, H_P2, BLOCK_M)
+        a = _regroup_runs(tl.load(g_ptr + offsets, mask=ok, other=0.0), False, W_P2, H_P2, BLOCK_M, BJ, KW)
+        col = k0 + tl.arange(0, BLOCK_K)
+        if W_FLAT:
+            w_row = col
+        else:
+            co, tap, kd, kh, kw = _gemm_columns(col, taps, C_OUT_G, KH, KW, True)
+            w_row = co * swo + kd * swd + kh * swh + kw * sww
+        b = tl.load(w_ptr + w_row[:, None] + ci_glob[None, :] * swi, mask=(col < n_cols)[:, None] & ci_ok[None, :],
+                    other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    x_row = gx_ptr + slab // ID * sxn + slab % ID * sxd + i_h * sxh + i_w * sxw
+    tl.store(x_row[:, None] + ci_glob[None, :] * sxc, acc.to(gx_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & ci_ok[None, :])
+
+
+@triton.jit
 def _bwd_weight_kernel(
     x_ptr, g_ptr, part_ptr, bias_part_ptr,
     P, CHUNK, ID, IH, IW, OD, OH, OW, C_IN, C_IN_G, C_OUT_G,
@@ -323,8 +468,8 @@ def _bwd_weight_kernel(
     SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
     PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     DD: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    TAP_FASTEST: tl.constexpr, IN_BOUNDS: tl.constexpr, SUM_BIAS: tl.constexpr,
-    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
+    TAP_FASTEST: tl.constexpr, IN_BOUNDS: tl.constexpr, SUM_BIAS: tl.constexpr, BOXES: tl.constexpr,
+    W_P2: tl.constexpr, H_P2: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
     """Split-K partial of grad_w[ci, (co, tap)] = sum_{n, i} x[n, ci, i] · grad_y[n, co, i·s − p + k·d]: one GEMM
@@ -334,7 +479,10 @@ def _bwd_weight_kernel(
     P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64). Columns are ordered as the
     forward GEMM's TAP_FASTEST. IN_BOUNDS (the GEMM geometry: kernel = stride, no padding) drops the output-bounds
     masks. SUM_BIAS (only with IN_BOUNDS, where every grad_y voxel is one (position, tap) pair) also stores the
-    columns' sums of grad_y from the first C_in tile into bias_part[z, co, tap]. Deterministic."""
+    columns' sums of grad_y from the first C_in tile into bias_part[z, co, tap]. BOXES (the GEMM geometry with
+    grad_y NCDHW and kW a power of 2, as the forward's INTERLEAVE_W): P and CHUNK count (n, d) slabs, not
+    positions, and a split walks its slabs in the forward's boxes (W_P2, H_P2), reading grad_y in runs of
+    consecutive voxels. Deterministic."""
     pid_t = tl.program_id(0)
     split = tl.program_id(1)
     taps: tl.constexpr = KD * KH * KW
@@ -346,7 +494,8 @@ def _bwd_weight_kernel(
     ci_tile = r // col_tiles
 
     ci = ci_tile * BLOCK_CI + tl.arange(0, BLOCK_CI)
-    col = (r % col_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col0 = (r % col_tiles) * BLOCK_N
+    col = col0 + tl.arange(0, BLOCK_N)
     ci_ok = ci < C_IN_G
     col_ok = col < n_cols
     co, tap, kd, kh, kw = _gemm_columns(col, taps, C_OUT_G, KH, KW, TAP_FASTEST)
@@ -359,26 +508,45 @@ def _bwd_weight_kernel(
     acc = _zero_acc(BLOCK_CI, BLOCK_N, IS_FP64)
     col_sum = tl.sum(_zero_acc(1, BLOCK_N, IS_FP64), axis=0)
     start = _wide_mul(split, CHUNK, INDEX_64)
-    for p0 in range(0, CHUNK, BLOCK_P):
-        p = start + p0 + tl.arange(0, BLOCK_P)
-        i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
-        p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
-        b_d = i_d * SD - PD  # output index of tap 0; tap k adds k·d
-        b_h = i_h * SH - PH
-        b_w = i_w * SW - PW
-        ok = p_ok[:, None] & col_ok[None, :]
-        if not IN_BOUNDS:
-            o_d = b_d[:, None] + (kd * DD)[None, :]
-            o_h = b_h[:, None] + (kh * DH)[None, :]
-            o_w = b_w[:, None] + (kw * DW)[None, :]
-            ok = ok & (o_d >= 0) & (o_d < OD) & (o_h >= 0) & (o_h < OH) & (o_w >= 0) & (o_w < OW)
-        x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
-        g_row = g_ptr + n * sgn + b_d * sgd + b_h * sgh + b_w * sgw
-        a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
-        b = tl.load(g_row[:, None] + g_col[None, :], mask=ok, other=0.0)
-        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
-        if SUM_BIAS:
-            col_sum += tl.sum(b.to(col_sum.dtype), axis=0)
+    if BOXES:
+        BT: tl.constexpr = _box_extent(0, W_P2, H_P2, BLOCK_P)
+        BH: tl.constexpr = _box_extent(1, W_P2, H_P2, BLOCK_P)
+        BW: tl.constexpr = _box_extent(2, W_P2, H_P2, BLOCK_P)
+        BJ: tl.constexpr = BLOCK_N // KW
+        t_end = tl.minimum(start + CHUNK, P)
+        row_offset, row_exists = _interleaved_rows(col0, g, C_OUT_G, sgc, sgd, sgh, KD, KH, KW, BJ)
+        for box in range(0, tl.cdiv(CHUNK, BT) * tl.cdiv(IH, BH) * tl.cdiv(IW, BW)):
+            t0, h0, w0, slab, i_h, i_w, p_ok = _box(box, start, t_end, IH, IW, W_P2, H_P2, BLOCK_P)
+            x_col = x_ptr + slab // ID * sxn + slab % ID * sxd + i_h * sxh + i_w * sxw
+            a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
+            offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, t_end, ID, IH, IW, sgn, sgd, sgh,
+                                               sgw, KD, KH, KW, W_P2, H_P2, BLOCK_P)
+            b = _regroup_runs(tl.load(g_ptr + offsets, mask=ok, other=0.0), False, W_P2, H_P2, BLOCK_P, BJ,
+                              KW)
+            acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+            if SUM_BIAS:
+                col_sum += tl.sum(b.to(col_sum.dtype), axis=0)
+    else:
+        for p0 in range(0, CHUNK, BLOCK_P):
+            p = start + p0 + tl.arange(0, BLOCK_P)
+            i_w, i_h, i_d, n = _unravel(p, IW, IH, ID)
+            p_ok = (p < P) & (p0 + tl.arange(0, BLOCK_P) < CHUNK)
+            b_d = i_d * SD - PD  # output index of tap 0; tap k adds k·d
+            b_h = i_h * SH - PH
+            b_w = i_w * SW - PW
+            ok = p_ok[:, None] & col_ok[None, :]
+            if not IN_BOUNDS:
+                o_d = b_d[:, None] + (kd * DD)[None, :]
+                o_h = b_h[:, None] + (kh * DH)[None, :]
+                o_w = b_w[:, None] + (kw * DW)[None, :]
+                ok = ok & (o_d >= 0) & (o_d < OD) & (o_h >= 0) & (o_h < OH) & (o_w >= 0) & (o_w < OW)
+            x_col = x_ptr + n * sxn + i_d * sxd + i_h * sxh + i_w * sxw
+            g_row = g_ptr + n * sgn + b_d * sgd + b_h * sgh + b_w * sgw
+            a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
+            b = tl.load(g_row[:, None] + g_col[None, :], mask=ok, other=0.0)
+            acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+            if SUM_BIAS:
+                col_sum += tl.sum(b.to(col_sum.dtype), axis=0)
     base = _wide_mul(split, C_IN, INDEX_64) * C_OUT_G * taps
     tl.store(part_ptr + base + (ci_glob[:, None] * C_OUT_G + co[None, :]) * taps + tap[None, :], acc,
              mask=ci_ok[:, None] & col_ok[None, :])
@@ -419,18 +587,38 @@ _WGRAD_CONFIGS = [
 # BLOCK_CI (the widest; a narrower C_in/g takes its next power of 2, at least 16), BLOCK_N of the grad_weight GEMM:
 # fixed, so that the split count does not depend on the tuned configuration.
 _WGRAD_TILE = (64, 128)
+# The GEMM geometry with C_in/g >= 128 takes a 128-wide C_in tile (b's grad_weight 2.9x faster, kernel_notes.md
+# v3d probe) with its own configurations: the 64-wide list's deepest pipelines do not fit it in fp32.
+_WGRAD_WIDE_TILE = (128, 128)
+_WGRAD_WIDE_CONFIGS = [
+    triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
+    for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 3), (32, 8, 4)]
+]
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
 
+
+def _smallest(block: str, configs: list[triton.Config]) -> int:
+    """The smallest ``block`` size a kernel with these configurations (or a fixed one) can launch with."""
+    return min([c.kwargs[block] for c in configs] + [_INTERPRETER_GEMM[block], _FP64_GEMM[block]])
+
+
+# The kernel = stride GEMMs regroup kW columns (forward: its BLOCK_N; grad_input: its BLOCK_K) into runs along W.
+_FWD_GEMM_MIN_COLUMNS = _smallest("BLOCK_N", _FWD_GEMM_CONFIGS)
+_BWD_INPUT_GEMM_MIN_COLUMNS = _smallest("BLOCK_K", _GEMM_CONFIGS)
+
 _fwd_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_fwd_kernel)
 _fwd_gemm_tuned = triton.autotune(
-    configs=_FWD_GEMM_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "TAP_FASTEST", "INDEX_64", "PRECISION"]
+    configs=_FWD_GEMM_CONFIGS,
+    key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "W_P2", "H_P2", "W_FLAT", "INDEX_64", "PRECISION"]
 )(_fwd_gemm_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
-_bwd_weight_tuned = triton.autotune(
-    configs=_WGRAD_CONFIGS,
-    key=[*_GEMM_KEY, "PD", "PH", "PW", "TAP_FASTEST", "IN_BOUNDS", "SUM_BIAS"],
-)(_bwd_weight_kernel)
+_bwd_input_gemm_tuned = triton.autotune(
+    configs=_GEMM_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "W_P2", "H_P2", "W_FLAT", "INDEX_64", "PRECISION"]
+)(_bwd_input_gemm_kernel)
+_WGRAD_KEY = [*_GEMM_KEY, "PD", "PH", "PW", "TAP_FASTEST", "IN_BOUNDS", "SUM_BIAS", "BOXES", "W_P2", "H_P2"]
+_bwd_weight_tuned = triton.autotune(configs=_WGRAD_CONFIGS, key=_WGRAD_KEY)(_bwd_weight_kernel)
+_bwd_weight_wide_tuned = triton.autotune(configs=_WGRAD_WIDE_CONFIGS, key=_WGRAD_KEY)(_bwd_weight_kernel)
 
 def _launch_hooks_active() -> bool:
     """Whether a Triton launch hook (a profiler such as Proton) is installed: such launches take Triton's path."""
@@ -495,7 +683,9 @@ class _Launcher:
 _fwd = _Launcher(_fwd_kernel, _fwd_tuned, n_tensors=4)
 _fwd_gemm = _Launcher(_fwd_gemm_kernel, _fwd_gemm_tuned, n_tensors=4)
 _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
+_bwd_input_gemm = _Launcher(_bwd_input_gemm_kernel, _bwd_input_gemm_tuned, n_tensors=3)
 _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
+_bwd_weight_wide = _Launcher(_bwd_weight_kernel, _bwd_weight_wide_tuned, n_tensors=4)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -553,6 +743,12 @@ def _split_count(positions: int, programs: int, device: torch.device) -> int:
     return max(1, min(want, _cdiv(positions, 256), 128))
 
 
+def _interleaves(kw: int, min_columns: int) -> bool:
+    """Whether a kernel = stride tile of at least ``min_columns`` columns can be regrouped into runs along W
+    (``_regroup_runs``): kW a power of 2 that divides it."""
+    return kw & (kw - 1) == 0 and kw <= min_columns
+
+
 def is_channels_last(t: torch.Tensor) -> bool:
     """Whether ``t`` is laid out channels_last_3d (and not also plain contiguous, as size-1 dims can make it)."""
     return t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous()
@@ -591,6 +787,17 @@ def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return taps.permute(3, 4, 0, 1, 2)
 
 
+def _box_grid(slabs: int, h: int, w: int, groups: int, columns: int) -> Callable[[dict], tuple[int, int]]:
+    """Grid of a kernel = stride GEMM over boxes of BLOCK_M input positions (``_box_extent``) × groups · BLOCK_N
+    tiles of ``columns`` per group."""
+    w_p2, h_p2 = triton.next_power_of_2(w), triton.next_power_of_2(h)
+
+    def grid(meta: dict) -> tuple[int, int]:
+        box_t, box_h, box_w = (_box_extent(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
+        return _cdiv(slabs, box_t) * _cdiv(h, box_h) * _cdiv(w, box_w), groups * _cdiv(columns, meta["BLOCK_N"])
+    return grid
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
             stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
     """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W) and weight (C_in, C_out/g, kD, kH, kW) of x's dtype
@@ -606,12 +813,16 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     b_arg = bias.contiguous() if bias is not None else weight
     flags = {"HAS_BIAS": bias is not None, "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
     if forward_is_gemm(x, kernel, stride, padding, dilation, out_shape[2:]):
-        m = n * x.shape[2] * x.shape[3] * x.shape[4]
+        slabs, (d, h, w) = n * x.shape[2], x.shape[2:]
+        w_p2, h_p2 = triton.next_power_of_2(w), triton.next_power_of_2(h)
         cols = c_out_g * kernel[0] * kernel[1] * kernel[2]
-        grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(cols, meta["BLOCK_N"]))
-        args = (x, weight, b_arg, y, m, *x.shape[2:], c_in // groups, c_out_g, *x.stride(), *weight.stride(),
+        grid = _box_grid(slabs, h, w, groups, cols)
+        args = (x, weight, b_arg, y, slabs, d, h, w, c_in // groups, c_out_g, *x.stride(), *weight.stride(),
                 *y.stride())
-        consts = {"KD": kernel[0], "KH": kernel[1], "KW": kernel[2], "TAP_FASTEST": not is_channels_last(y), **flags}
+        kw = kernel[2]
+        consts = {"KD": kernel[0], "KH": kernel[1], "KW": kw, "W_P2": w_p2, "H_P2": h_p2,
+                  "INTERLEAVE_W": _interleaves(kw, _FWD_GEMM_MIN_COLUMNS), "W_FLAT": weight.is_contiguous(),
+                  **flags}
         _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
         return y
     od, oh, ow = out_shape[2:]
@@ -637,6 +848,18 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
         return gx
     n, c_in, d, h, w_ = x_shape
     c_out_g = weight.shape[1]
+    kernel = tuple(weight.shape[2:])
+    if (is_gemm_geometry(kernel, stride, padding, dilation, x_shape[2:], grad_y.shape[2:])
+            and not is_channels_last(grad_y) and _interleaves(kernel[2], _BWD_INPUT_GEMM_MIN_COLUMNS)):
+        w_p2, h_p2 = triton.next_power_of_2(w_), triton.next_power_of_2(h)
+        args = (grad_y, weight, gx, n * d, d, h, w_, c_in // groups, c_out_g, *grad_y.stride(), *weight.stride(),
+                *gx.stride())
+        consts = {"KD": kernel[0], "KH": kernel[1], "KW": kernel[2], "W_P2": w_p2, "H_P2": h_p2,
+                  "W_FLAT": weight.is_contiguous(), "INDEX_64": _needs_int64(grad_y, gx),
+                  **_dtype_flags(grad_y.dtype, precision)}
+        _bwd_input_gemm(_box_grid(n * d, h, w_, groups, c_in // groups), args, consts,
+                        _fixed_gemm_config(grad_y.dtype))
+        return gx
     m = n * d * h * w_
     grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(c_in // groups, meta["BLOCK_N"]))
     args = (grad_y, weight, gx, m, d, h, w_, *grad_y.shape[2:], c_in // groups, c_out_g,
@@ -664,22 +887,36 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
     fixed = {"BLOCK_P": 16 if x.dtype == torch.float64 else 64} if small else None
     gemm = is_gemm_geometry((kd, kh, kw), stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
     c_in_g = c_in // groups
+    launch = _bwd_weight
     if small:
         tile_ci, tile_n = 16, 16
+    elif gemm and c_in_g >= _WGRAD_WIDE_TILE[0]:
+        (tile_ci, tile_n), launch = _WGRAD_WIDE_TILE, _bwd_weight_wide
     else:  # a C_in tile no wider than C_in/g needs (tensor-core dots take 16 and up)
         tile_ci, tile_n = min(_WGRAD_TILE[0], max(16, triton.next_power_of_2(c_in_g))), _WGRAD_TILE[1]
     tiles = groups * _cdiv(c_in_g, tile_ci) * _cdiv(taps * c_out_g, tile_n)
     splits = _split_count(positions, tiles, x.device)
-    chunk = _cdiv(positions, splits)
+    tap_fastest = not is_channels_last(grad_y)
+    boxes = gemm and tap_fastest and _interleaves(kw, tile_n)
+    w_p2, h_p2 = triton.next_power_of_2(w_), triton.next_power_of_2(h)
+    if boxes:  # splits take whole (n, d) slabs, as many as the widest box spans
+        widest = fixed["BLOCK_P"] if fixed else max(c.kwargs["BLOCK_P"] for c in launch.tuned.configs)
+        unit = _box_extent(0, w_p2, h_p2, widest)
+        units, slabs = n * d, n * d
+        chunk = _cdiv(_cdiv(slabs, splits), unit) * unit
+        splits = _cdiv(slabs, chunk)
+    else:
+        units, chunk = positions, _cdiv(positions, splits)
     part = _empty((splits, c_in, c_out_g, kd, kh, kw), device=x.device, dtype=acc_dtype)
     sum_bias = gemm and bias_dtype is not None
     bias_part = _empty((splits, groups * c_out_g, taps), device=x.device, dtype=acc_dtype) if sum_bias else part
-    args = (x, grad_y, part, bias_part, positions, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in_g, c_out_g,
+    args = (x, grad_y, part, bias_part, units, chunk, d, h, w_, *grad_y.shape[2:], c_in, c_in_g, c_out_g,
             *x.stride(), *grad_y.stride())
-    consts = {**_geometry((kd, kh, kw), stride, padding, dilation), "TAP_FASTEST": not is_channels_last(grad_y),
-              "IN_BOUNDS": gemm, "SUM_BIAS": sum_bias, "INDEX_64": _needs_int64(x, grad_y, part),
+    consts = {**_geometry((kd, kh, kw), stride, padding, dilation), "TAP_FASTEST": tap_fastest,
+              "IN_BOUNDS": gemm, "SUM_BIAS": sum_bias, "BOXES": boxes, "W_P2": w_p2 if boxes else 1,
+              "H_P2": h_p2 if boxes else 1, "INDEX_64": _needs_int64(x, grad_y, part),
               **_dtype_flags(x.dtype, precision), "BLOCK_CI": tile_ci, "BLOCK_N": tile_n}
-    _bwd_weight(lambda meta: (tiles, splits), args, consts, fixed)
+    launch(lambda meta: (tiles, splits), args, consts, fixed)
     gw = part.sum(0) if splits > 1 else part[0]
     gw = gw if gw.dtype == weight_dtype else gw.to(weight_dtype)
     if not sum_bias:
