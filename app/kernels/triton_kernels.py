@@ -109,7 +109,8 @@ def _gemm_columns(col, taps: tl.constexpr, C_OUT_G, KH: tl.constexpr, KW: tl.con
 def _box_extent(axis: int, w_p2: int, h_p2: int, block: int) -> int:
     """Extent along ``axis`` (0: (n, d) slabs, 1: rows, 2: W) of a box of ``block`` input positions (a power of 2)
     for a volume whose W and H round up to the powers of 2 ``w_p2``, ``h_p2``: W takes min(w_p2, block), the
-    rows min(h_p2, what is left), the slabs the rest."""
+    rows min(h_p2, what is left), the slabs the rest. Host code calls ``_box_extent.fn`` (the plain function:
+    the constexpr-function wrapper costs ~4 µs a call)."""
     bw = min(w_p2, block)
     bh = min(h_p2, block // bw)
     return (block // (bw * bh), bh, bw)[axis]
@@ -688,6 +689,12 @@ _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
 _bwd_weight_wide = _Launcher(_bwd_weight_kernel, _bwd_weight_wide_tuned, n_tensors=4)
 
 
+def _next_pow2(n: int) -> int:
+    """The smallest power of 2 >= n (1 for n <= 1): ``triton.next_power_of_2`` without its constexpr-function
+    wrapper, which costs ~4 µs a call on the host."""
+    return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
 def _cdiv(a: int, b: int) -> int:
     """ceil(a / b) for host ints (``triton.cdiv`` is a slower constexpr function in recent Triton)."""
     return -(-a // b)
@@ -790,10 +797,10 @@ def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def _box_grid(slabs: int, h: int, w: int, groups: int, columns: int) -> Callable[[dict], tuple[int, int]]:
     """Grid of a kernel = stride GEMM over boxes of BLOCK_M input positions (``_box_extent``) × groups · BLOCK_N
     tiles of ``columns`` per group."""
-    w_p2, h_p2 = triton.next_power_of_2(w), triton.next_power_of_2(h)
+    w_p2, h_p2 = _next_pow2(w), _next_pow2(h)
 
     def grid(meta: dict) -> tuple[int, int]:
-        box_t, box_h, box_w = (_box_extent(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
+        box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
         return _cdiv(slabs, box_t) * _cdiv(h, box_h) * _cdiv(w, box_w), groups * _cdiv(columns, meta["BLOCK_N"])
     return grid
 
@@ -814,7 +821,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     flags = {"HAS_BIAS": bias is not None, "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
     if forward_is_gemm(x, kernel, stride, padding, dilation, out_shape[2:]):
         slabs, (d, h, w) = n * x.shape[2], x.shape[2:]
-        w_p2, h_p2 = triton.next_power_of_2(w), triton.next_power_of_2(h)
+        w_p2, h_p2 = _next_pow2(w), _next_pow2(h)
         cols = c_out_g * kernel[0] * kernel[1] * kernel[2]
         grid = _box_grid(slabs, h, w, groups, cols)
         args = (x, weight, b_arg, y, slabs, d, h, w, c_in // groups, c_out_g, *x.stride(), *weight.stride(),
@@ -851,7 +858,7 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
     kernel = tuple(weight.shape[2:])
     if (is_gemm_geometry(kernel, stride, padding, dilation, x_shape[2:], grad_y.shape[2:])
             and not is_channels_last(grad_y) and _interleaves(kernel[2], _BWD_INPUT_GEMM_MIN_COLUMNS)):
-        w_p2, h_p2 = triton.next_power_of_2(w_), triton.next_power_of_2(h)
+        w_p2, h_p2 = _next_pow2(w_), _next_pow2(h)
         args = (grad_y, weight, gx, n * d, d, h, w_, c_in // groups, c_out_g, *grad_y.stride(), *weight.stride(),
                 *gx.stride())
         consts = {"KD": kernel[0], "KH": kernel[1], "KW": kernel[2], "W_P2": w_p2, "H_P2": h_p2,
@@ -893,15 +900,15 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
     elif gemm and c_in_g >= _WGRAD_WIDE_TILE[0]:
         (tile_ci, tile_n), launch = _WGRAD_WIDE_TILE, _bwd_weight_wide
     else:  # a C_in tile no wider than C_in/g needs (tensor-core dots take 16 and up)
-        tile_ci, tile_n = min(_WGRAD_TILE[0], max(16, triton.next_power_of_2(c_in_g))), _WGRAD_TILE[1]
+        tile_ci, tile_n = min(_WGRAD_TILE[0], max(16, _next_pow2(c_in_g))), _WGRAD_TILE[1]
     tiles = groups * _cdiv(c_in_g, tile_ci) * _cdiv(taps * c_out_g, tile_n)
     splits = _split_count(positions, tiles, x.device)
     tap_fastest = not is_channels_last(grad_y)
     boxes = gemm and tap_fastest and _interleaves(kw, tile_n)
-    w_p2, h_p2 = triton.next_power_of_2(w_), triton.next_power_of_2(h)
+    w_p2, h_p2 = _next_pow2(w_), _next_pow2(h)
     if boxes:  # splits take whole (n, d) slabs, as many as the widest box spans
         widest = fixed["BLOCK_P"] if fixed else max(c.kwargs["BLOCK_P"] for c in launch.tuned.configs)
-        unit = _box_extent(0, w_p2, h_p2, widest)
+        unit = _box_extent.fn(0, w_p2, h_p2, widest)
         units, slabs = n * d, n * d
         chunk = _cdiv(_cdiv(slabs, splits), unit) * unit
         splits = _cdiv(slabs, chunk)

@@ -1,0 +1,101 @@
+"""Compile every Triton kernel of ``app.kernels`` for an H100/H200 (sm_90) on a machine without a GPU, with each
+autotune configuration, in fp32 (TF32) and bf16: proof that every configuration compiles (the interpreter runs
+none of Triton's compiler passes) and fits a block's shared memory (measured, not estimated), as a pinned launch
+needs. Arguments are specialised as a launch on contiguous tensors would be (pointers and sizes 16-divisible, unit
+W strides). Run without ``TRITON_INTERPRET=1``:  python scripts/check_kernel_compile.py [--first]"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+from triton.runtime.autotuner import Autotuner  # noqa: E402
+
+from app.kernels import triton_kernels as tk  # noqa: E402
+
+HOPPER = GPUTarget("cuda", 90, 64)
+SHARED_MEMORY_LIMIT = 232448  # bytes per block on H100 / H200
+K2S2 = dict(KD=2, KH=2, KW=2, SD=2, SH=2, SW=2, PD=0, PH=0, PW=0, DD=1, DH=1, DW=1)
+K3S2P1 = dict(KD=3, KH=3, KW=3, SD=2, SH=2, SW=2, PD=1, PH=1, PW=1, DD=1, DH=1, DW=1)
+BOX = dict(W_P2=64, H_P2=64)
+# kernel -> (its autotuners, constexprs besides dtype flags and block sizes, fp32 pointers, unsplit ints)
+KERNELS = {
+    "_fwd_kernel": ([tk._fwd_tuned], dict(**K3S2P1, TSD=2, TSH=2, TSW=2, HAS_BIAS=True), (), ()),
+    "_fwd_gemm_kernel": ([tk._fwd_gemm_tuned], dict(KD=2, KH=2, KW=2, **BOX, INTERLEAVE_W=True, W_FLAT=True,
+                                                    HAS_BIAS=True), (), ("T",)),
+    "_bwd_input_kernel": ([tk._bwd_input_tuned], dict(**K3S2P1), (), ("M",)),
+    "_bwd_input_gemm_kernel": ([tk._bwd_input_gemm_tuned], dict(KD=2, KH=2, KW=2, **BOX, W_FLAT=True), (), ("T",)),
+    "_bwd_weight_kernel": ([tk._bwd_weight_tuned, tk._bwd_weight_wide_tuned],
+                           dict(**K2S2, TAP_FASTEST=True, IN_BOUNDS=True, SUM_BIAS=True, BOXES=True, W_P2=16,
+                                H_P2=16), ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")),
+}
+UNIT_STRIDES = ("sxw", "syw", "sgw", "sww")
+
+
+def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints: tuple, config: triton.Config,
+                dtype: str) -> int:
+    """Shared memory (bytes) of ``tuner``'s kernel compiled for sm_90 with ``config`` on ``dtype`` tensors."""
+    fn = tuner.fn
+    tiles = {"BLOCK_CI": 64, "BLOCK_N": 128} if tuner is tk._bwd_weight_tuned else {}
+    if tuner is tk._bwd_weight_wide_tuned:
+        tiles = dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))
+    values = {**constexprs, **tiles, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
+              "IS_FP32": dtype == "fp32", "PRECISION": "tf32", "UPCAST": False}
+    signature, consts, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in values or name in UNIT_STRIDES:
+            signature[name] = "constexpr"
+            consts[(i,)] = values.get(name, 1)
+            continue
+        if name.endswith("_ptr"):
+            signature[name] = "*fp32" if dtype == "fp32" or name in fp32_ptrs else "*bf16"
+        else:
+            signature[name] = "i32"
+        if name not in free_ints:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    kernel = triton.compile(ASTSource(fn, signature, constexprs=consts, attrs=attrs), target=HOPPER,
+                            options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    return kernel.metadata.shared
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first", action="store_true", help="only each autotuner's first configuration")
+    args = parser.parse_args()
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        print("unset TRITON_INTERPRET: the interpreter compiles nothing", file=sys.stderr)
+        return 2
+    failures, worst, start = [], 0, time.perf_counter()
+    listed = [tuner for tuners, *_ in KERNELS.values() for tuner in tuners]
+    failures += [f"autotuner {name} is not in KERNELS" for name, value in vars(tk).items()
+                 if isinstance(value, Autotuner) and not any(value is tuner for tuner in listed)]
+    print(f"Triton {triton.__version__}, target sm_90, shared memory limit {SHARED_MEMORY_LIMIT} B")
+    for name, (tuners, constexprs, fp32_ptrs, free_ints) in KERNELS.items():
+        for tuner in tuners:
+            for config in tuner.configs[:1] if args.first else tuner.configs:
+                for dtype in ("fp32", "bf16"):
+                    label = f"{name} {dtype} {config}"
+                    try:
+                        shared = compile_one(tuner, constexprs, fp32_ptrs, free_ints, config, dtype)
+                    except Exception as error:  # noqa: BLE001 (every compiler error is a finding)
+                        failures.append(f"{label}: {type(error).__name__}: {str(error)[:300]}")
+                        continue
+                    worst = max(worst, shared)
+                    if shared > SHARED_MEMORY_LIMIT:
+                        failures.append(f"{label}: needs {shared} B of shared memory")
+                    print(f"{shared:>8} B  {label}", flush=True)
+    print(f"largest {worst} B; {len(failures)} failures; {time.perf_counter() - start:.0f} s")
+    for failure in failures:
+        print("FAILED", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
