@@ -477,8 +477,8 @@ def _bwd_weight_kernel(
     over all taps at once, [C_in/g tile] × [input positions] @ [input positions] × [taps · C_out/g columns], each
     column reading grad_y at its own tap offset, so x is read once per column tile (not once per tap).
     Grid (groups · C_in tiles · column tiles, splits); split z sums input positions [z·CHUNK, (z+1)·CHUNK) of
-    P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64). Columns are ordered as the
-    forward GEMM's TAP_FASTEST. IN_BOUNDS (the GEMM geometry: kernel = stride, no padding) drops the output-bounds
+    P = N·D·H·W into part[z, ci, co, tap] (weight's layout; fp32, fp64 for fp64). Columns are ordered (co, tap) when
+    TAP_FASTEST (NCDHW grad_y), else (tap, co) (``_gemm_columns``). IN_BOUNDS (the GEMM geometry: kernel = stride, no padding) drops the output-bounds
     masks. SUM_BIAS (only with IN_BOUNDS, where every grad_y voxel is one (position, tap) pair) also stores the
     columns' sums of grad_y from the first C_in tile into bias_part[z, co, tap]. BOXES (the GEMM geometry with
     grad_y NCDHW and kW a power of 2, as the forward's INTERLEAVE_W): P and CHUNK count (n, d) slabs, not
