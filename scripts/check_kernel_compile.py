@@ -25,16 +25,18 @@ SHARED_MEMORY_LIMIT = 232448  # bytes per block on H100 / H200
 K2S2 = dict(KD=2, KH=2, KW=2, SD=2, SH=2, SW=2, PD=0, PH=0, PW=0, DD=1, DH=1, DW=1)
 K3S2P1 = dict(KD=3, KH=3, KW=3, SD=2, SH=2, SW=2, PD=1, PH=1, PW=1, DD=1, DH=1, DW=1)
 BOX = dict(W_P2=64, H_P2=64)
-# kernel -> (its autotuners, constexprs besides dtype flags and block sizes, fp32 pointers, unsplit ints)
+WGRAD = dict(**K2S2, TAP_FASTEST=True, IN_BOUNDS=True, SUM_BIAS=True, BOXES=True, W_P2=16, H_P2=16)
+WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
+# autotuner -> (constexprs besides dtype flags and its configurations' block sizes, fp32 pointers, unsplit ints)
 KERNELS = {
-    "_fwd_kernel": ([tk._fwd_tuned], dict(**K3S2P1, TSD=2, TSH=2, TSW=2, HAS_BIAS=True), (), ()),
-    "_fwd_gemm_kernel": ([tk._fwd_gemm_tuned], dict(KD=2, KH=2, KW=2, **BOX, INTERLEAVE_W=True, W_FLAT=True,
-                                                    HAS_BIAS=True), (), ("T",)),
-    "_bwd_input_kernel": ([tk._bwd_input_tuned], dict(**K3S2P1), (), ("M",)),
-    "_bwd_input_gemm_kernel": ([tk._bwd_input_gemm_tuned], dict(KD=2, KH=2, KW=2, **BOX, W_FLAT=True), (), ("T",)),
-    "_bwd_weight_kernel": ([tk._bwd_weight_tuned, tk._bwd_weight_wide_tuned],
-                           dict(**K2S2, TAP_FASTEST=True, IN_BOUNDS=True, SUM_BIAS=True, BOXES=True, W_P2=16,
-                                H_P2=16), ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")),
+    tk._fwd_tuned: (dict(**K3S2P1, TSD=2, TSH=2, TSW=2, HAS_BIAS=True), (), ()),
+    tk._fwd_gemm_tuned: (dict(KD=2, KH=2, KW=2, **BOX, INTERLEAVE_W=True, W_FLAT=True, HAS_BIAS=True), (), ("T",)),
+    tk._bwd_input_tuned: (dict(**K3S2P1), (), ("M",)),
+    tk._bwd_input_gemm_tuned: (dict(KD=2, KH=2, KW=2, **BOX, W_FLAT=True), (), ("T",)),
+    tk._bwd_weight_tuned: ({**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_TILE))}, WGRAD_POINTERS,
+                           WGRAD_INTS),
+    tk._bwd_weight_wide_tuned: ({**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
+                                WGRAD_POINTERS, WGRAD_INTS),
 }
 UNIT_STRIDES = ("sxw", "syw", "sgw", "sww")
 
@@ -43,10 +45,7 @@ def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints:
                 dtype: str) -> int:
     """Shared memory (bytes) of ``tuner``'s kernel compiled for sm_90 with ``config`` on ``dtype`` tensors."""
     fn = tuner.fn
-    tiles = {"BLOCK_CI": 64, "BLOCK_N": 128} if tuner is tk._bwd_weight_tuned else {}
-    if tuner is tk._bwd_weight_wide_tuned:
-        tiles = dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))
-    values = {**constexprs, **tiles, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
+    values = {**constexprs, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
               "IS_FP32": dtype == "fp32", "PRECISION": "tf32", "UPCAST": False}
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -73,24 +72,22 @@ def main() -> int:
         print("unset TRITON_INTERPRET: the interpreter compiles nothing", file=sys.stderr)
         return 2
     failures, worst, start = [], 0, time.perf_counter()
-    listed = [tuner for tuners, *_ in KERNELS.values() for tuner in tuners]
     failures += [f"autotuner {name} is not in KERNELS" for name, value in vars(tk).items()
-                 if isinstance(value, Autotuner) and not any(value is tuner for tuner in listed)]
+                 if isinstance(value, Autotuner) and value not in KERNELS]
     print(f"Triton {triton.__version__}, target sm_90, shared memory limit {SHARED_MEMORY_LIMIT} B")
-    for name, (tuners, constexprs, fp32_ptrs, free_ints) in KERNELS.items():
-        for tuner in tuners:
-            for config in tuner.configs[:1] if args.first else tuner.configs:
-                for dtype in ("fp32", "bf16"):
-                    label = f"{name} {dtype} {config}"
-                    try:
-                        shared = compile_one(tuner, constexprs, fp32_ptrs, free_ints, config, dtype)
-                    except Exception as error:  # noqa: BLE001 (every compiler error is a finding)
-                        failures.append(f"{label}: {type(error).__name__}: {str(error)[:300]}")
-                        continue
-                    worst = max(worst, shared)
-                    if shared > SHARED_MEMORY_LIMIT:
-                        failures.append(f"{label}: needs {shared} B of shared memory")
-                    print(f"{shared:>8} B  {label}", flush=True)
+    for tuner, (constexprs, fp32_ptrs, free_ints) in KERNELS.items():
+        for config in tuner.configs[:1] if args.first else tuner.configs:
+            for dtype in ("fp32", "bf16"):
+                label = f"{tuner.fn.__name__} {dtype} {config}"
+                try:
+                    shared = compile_one(tuner, constexprs, fp32_ptrs, free_ints, config, dtype)
+                except Exception as error:  # noqa: BLE001 (every compiler error is a finding)
+                    failures.append(f"{label}: {type(error).__name__}: {str(error)[:300]}")
+                    continue
+                worst = max(worst, shared)
+                if shared > SHARED_MEMORY_LIMIT:
+                    failures.append(f"{label}: needs {shared} B of shared memory")
+                print(f"{shared:>8} B  {label}", flush=True)
     print(f"largest {worst} B; {len(failures)} failures; {time.perf_counter() - start:.0f} s")
     for failure in failures:
         print("FAILED", failure)

@@ -794,15 +794,17 @@ def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return taps.permute(3, 4, 0, 1, 2)
 
 
-def _box_grid(slabs: int, h: int, w: int, groups: int, columns: int) -> Callable[[dict], tuple[int, int]]:
-    """Grid of a kernel = stride GEMM over boxes of BLOCK_M input positions (``_box_extent``) × groups · BLOCK_N
-    tiles of ``columns`` per group."""
+def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
+                     weight: torch.Tensor) -> tuple[Callable[[dict], tuple[int, int]], dict]:
+    """Grid and shared constexprs of a kernel = stride GEMM over boxes of BLOCK_M input positions (``_box_extent``)
+    × groups · BLOCK_N tiles of ``columns`` per group (the forward's and grad_input's)."""
     w_p2, h_p2 = _next_pow2(w), _next_pow2(h)
 
     def grid(meta: dict) -> tuple[int, int]:
         box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
         return _cdiv(slabs, box_t) * _cdiv(h, box_h) * _cdiv(w, box_w), groups * _cdiv(columns, meta["BLOCK_N"])
-    return grid
+    kd, kh, kw = weight.shape[2:]
+    return grid, {"KD": kd, "KH": kh, "KW": kw, "W_P2": w_p2, "H_P2": h_p2, "W_FLAT": weight.is_contiguous()}
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
@@ -821,15 +823,10 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     flags = {"HAS_BIAS": bias is not None, "INDEX_64": _needs_int64(x, y), **_dtype_flags(x.dtype, precision)}
     if forward_is_gemm(x, kernel, stride, padding, dilation, out_shape[2:]):
         slabs, (d, h, w) = n * x.shape[2], x.shape[2:]
-        w_p2, h_p2 = _next_pow2(w), _next_pow2(h)
-        cols = c_out_g * kernel[0] * kernel[1] * kernel[2]
-        grid = _box_grid(slabs, h, w, groups, cols)
+        grid, box_consts = _box_gemm_launch(slabs, h, w, groups, c_out_g * math.prod(kernel), weight)
         args = (x, weight, b_arg, y, slabs, d, h, w, c_in // groups, c_out_g, *x.stride(), *weight.stride(),
                 *y.stride())
-        kw = kernel[2]
-        consts = {"KD": kernel[0], "KH": kernel[1], "KW": kw, "W_P2": w_p2, "H_P2": h_p2,
-                  "INTERLEAVE_W": _interleaves(kw, _FWD_GEMM_MIN_COLUMNS), "W_FLAT": weight.is_contiguous(),
-                  **flags}
+        consts = {**box_consts, "INTERLEAVE_W": _interleaves(kernel[2], _FWD_GEMM_MIN_COLUMNS), **flags}
         _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
         return y
     od, oh, ow = out_shape[2:]
@@ -858,14 +855,11 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
     kernel = tuple(weight.shape[2:])
     if (is_gemm_geometry(kernel, stride, padding, dilation, x_shape[2:], grad_y.shape[2:])
             and not is_channels_last(grad_y) and _interleaves(kernel[2], _BWD_INPUT_GEMM_MIN_COLUMNS)):
-        w_p2, h_p2 = _next_pow2(w_), _next_pow2(h)
+        grid, box_consts = _box_gemm_launch(n * d, h, w_, groups, c_in // groups, weight)
         args = (grad_y, weight, gx, n * d, d, h, w_, c_in // groups, c_out_g, *grad_y.stride(), *weight.stride(),
                 *gx.stride())
-        consts = {"KD": kernel[0], "KH": kernel[1], "KW": kernel[2], "W_P2": w_p2, "H_P2": h_p2,
-                  "W_FLAT": weight.is_contiguous(), "INDEX_64": _needs_int64(grad_y, gx),
-                  **_dtype_flags(grad_y.dtype, precision)}
-        _bwd_input_gemm(_box_grid(n * d, h, w_, groups, c_in // groups), args, consts,
-                        _fixed_gemm_config(grad_y.dtype))
+        consts = {**box_consts, "INDEX_64": _needs_int64(grad_y, gx), **_dtype_flags(grad_y.dtype, precision)}
+        _bwd_input_gemm(grid, args, consts, _fixed_gemm_config(grad_y.dtype))
         return gx
     m = n * d * h * w_
     grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]), groups * _cdiv(c_in // groups, meta["BLOCK_N"]))
