@@ -25,12 +25,16 @@ SHARED_MEMORY_LIMIT = 232448  # bytes per block on H100 / H200
 K2S2 = dict(KD=2, KH=2, KW=2, SD=2, SH=2, SW=2, PD=0, PH=0, PW=0, DD=1, DH=1, DW=1)
 K3S2P1 = dict(KD=3, KH=3, KW=3, SD=2, SH=2, SW=2, PD=1, PH=1, PW=1, DD=1, DH=1, DW=1)
 BOX = dict(W_P2=64, H_P2=64)
+U_MAX, U = tk._phase_shifts(4, 2, 1)
+PHASE_K4S2P1 = dict(**tk._geometry((4, 4, 4), (2, 2, 2), (1, 1, 1), None), **{f"U{a}": U for a in "DHW"},
+                    **{f"U{a}_MAX": U_MAX for a in "DHW"})
 WGRAD = dict(**K2S2, TAP_FASTEST=True, IN_BOUNDS=True, SUM_BIAS=True, BOXES=True, W_P2=16, H_P2=16)
 WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
 # autotuner -> (constexprs besides dtype flags and its configurations' block sizes, fp32 pointers, unsplit ints)
 KERNELS = {
     tk._fwd_tuned: (dict(**K3S2P1, TSD=2, TSH=2, TSW=2, HAS_BIAS=True), (), ()),
     tk._fwd_gemm_tuned: (dict(KD=2, KH=2, KW=2, **BOX, INTERLEAVE_W=True, W_FLAT=True, HAS_BIAS=True), (), ("T",)),
+    tk._fwd_phase_gemm_tuned: (dict(**PHASE_K4S2P1, W_P2=32, H_P2=128, HAS_BIAS=True), (), ("T",)),
     tk._bwd_input_tuned: (dict(**K3S2P1), (), ("M",)),
     tk._bwd_input_gemm_tuned: (dict(KD=2, KH=2, KW=2, **BOX, W_FLAT=True), (), ("T",)),
     tk._bwd_weight_tuned: ({**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_TILE))}, WGRAD_POINTERS,

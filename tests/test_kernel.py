@@ -64,6 +64,11 @@ CASES = [
     ((2, 3, 1, 1, 1), (3, 2, 3, 3, 3), dict(stride=2), torch.float32, "contiguous"),
     ((1, 6, 2, 3, 2), (6, 2, 2, 2, 2), dict(stride=2, groups=3, bias=False), torch.bfloat16, "channels_last"),
     ((1, 2, 2, 2, 2), (2, 3, 2, 2, 2), dict(stride=2, groups=2), torch.float32, "bias_strided"),
+    # the phase GEMM: two C_in blocks, two column tiles per phase pair, boxes 4 wide (W = 12) spanning two slabs;
+    # sW = 4 with padding; groups with a strided bias in bf16
+    ((1, 20, 3, 5, 12), (20, 9, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
+    ((2, 3, 2, 3, 5), (3, 2, 3, 2, 6), dict(stride=(1, 2, 4), padding=(1, 0, 1)), torch.float32, "contiguous"),
+    ((1, 4, 3, 3, 4), (4, 3, 4, 4, 4), dict(stride=2, padding=1, groups=2), torch.bfloat16, "bias_strided"),
 ]
 
 
@@ -254,7 +259,8 @@ def test_empty_batch_returns_empty_tensor() -> None:
     ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
     ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),  # both GEMM kernels
     ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "channels_last"),  # phases + GEMM grad_weight
-], ids=["phases", "gemm", "gemm_channels_last"])
+    ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "channels_last"),
+], ids=["phase_gemm", "gemm", "gemm_channels_last", "phases_channels_last"])
 def test_int64_offsets_path_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
     """The int64 index path (taken for tensors spanning 2^31 elements) computes the same result."""
     monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)

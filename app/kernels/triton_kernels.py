@@ -162,12 +162,14 @@ def _interleaved_rows(col0, g, C_OUT_G, s_c, s_d, s_h, KD: tl.constexpr, KH: tl.
 
 
 @triton.jit
-def _interleaved_offsets(t0, h0, w0, row_offset, row_ok, t_end, ID, IH, IW, s_n, s_d, s_h, s_w,
+def _interleaved_offsets(t0, h0, w0, row_offset, row_ok, t_end, ID, IH, r_d, r_h, OD, OH, OW, s_n, s_d, s_h, s_w,
                          KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                          W_P2: tl.constexpr, H_P2: tl.constexpr, BLOCK: tl.constexpr):
     """Offsets and mask [rows, BT, BH, BW·KW] of the output voxels that the box at (t0, h0, w0) (``_box``) reaches
-    with kernel = stride: element [j, t, r, q] is y[n, co, d·KD + kd, (h0 + r)·KH + kh, w0·KW + q] of slab
-    t0 + t = n·ID + d, for row j = (co, kd, kh) (``_interleaved_rows``): runs of BW·KW consecutive voxels."""
+    when each position i owns the KD × KH × KW output block at i·K: element [j, t, r, q] is y[n, co, d·KD + r_d + kd,
+    (h0 + r)·KH + r_h + kh, w0·KW + q] of slab t0 + t = n·ID + d, for row j = (co, kd, kh) (``_interleaved_rows``;
+    its kd, kh and the phase r_d, r_h of the phase GEMM are in ``row_offset``), inside OD × OH × OW: runs of BW·KW
+    consecutive voxels. The kernel = stride GEMMs pass r_d = r_h = 0 and the full output (K·input size)."""
     BT: tl.constexpr = _box_extent(0, W_P2, H_P2, BLOCK)
     BH: tl.constexpr = _box_extent(1, W_P2, H_P2, BLOCK)
     BW: tl.constexpr = _box_extent(2, W_P2, H_P2, BLOCK)
@@ -176,8 +178,10 @@ def _interleaved_offsets(t0, h0, w0, row_offset, row_ok, t_end, ID, IH, IW, s_n,
     ow = w0 * KW + tl.arange(0, BW * KW)
     offsets = (row_offset[:, None, None, None] + ((slab // ID) * s_n + (slab % ID * KD) * s_d)[None, :, None, None]
                + (h * KH * s_h)[None, None, :, None] + (ow * s_w)[None, None, None, :])
-    ok = (row_ok[:, None, None, None] & (slab < t_end)[None, :, None, None] & (h < IH)[None, None, :, None]
-          & (ow < IW * KW)[None, None, None, :])
+    slab_ok = (slab < t_end) & (slab % ID * KD + r_d < OD)
+    h_ok = (h < IH) & (h * KH + r_h < OH)
+    ok = (row_ok[:, None, None, None] & slab_ok[None, :, None, None] & h_ok[None, None, :, None]
+          & (ow < OW)[None, None, None, :])
     return offsets, ok
 
 
@@ -348,13 +352,95 @@ def _fwd_gemm_kernel(
     if INTERLEAVE_W:  # stored as runs of BW·kW consecutive voxels
         BJ: tl.constexpr = BLOCK_N // KW
         row_offset, row_exists = _interleaved_rows(col0, g, C_OUT_G, syc, syd, syh, KD, KH, KW, BJ)
-        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, T, ID, IH, IW, syn, syd, syh, syw,
-                                           KD, KH, KW, W_P2, H_P2, BLOCK_M)
+        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, T, ID, IH, 0, 0, ID * KD, IH * KH,
+                                           IW * KW, syn, syd, syh, syw, KD, KH, KW, W_P2, H_P2, BLOCK_M)
         tl.store(y_ptr + offsets, _regroup_runs(out, True, W_P2, H_P2, BLOCK_M, BJ, KW), mask=ok)
     else:
         y_row = y_ptr + n * syn + (i_d * KD) * syd + (i_h * KH) * syh + (i_w * KW) * syw
         y_col = co_glob * syc + kd * syd + kh * syh + kw * syw
         tl.store(y_row[:, None] + y_col[None, :], out, mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _phase_range(r, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, U_MAX: tl.constexpr):
+    """Along one axis (dilation 1), the input shifts that phase r uses in the phase GEMM's weight
+    (``phase_weight``): shift v reads input q + U_MAX − v with tap k = S·v + r + P − S·U_MAX; the taps in [0, K) are
+    v in [first, first + count) (count may be 0)."""
+    lead: tl.constexpr = S * U_MAX - P  # taps k = S·v + r − lead; lead in [0, S)
+    first = (lead - r > 0).to(tl.int32)
+    count = (K - 1 + lead - r + S) // S - first
+    return first, tl.maximum(count, 0)
+
+
+@triton.jit
+def _fwd_phase_gemm_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    T, ID, IH, IW, QD, QH, QW, OD, OH, OW, C_IN, C_IN_G, C_OUT_G,
+    sxn, sxc, sxd, sxh, sxw,
+    syn, syc, syd, syh, syw,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+    SD: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+    UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr,
+    UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr,
+    W_P2: tl.constexpr, H_P2: tl.constexpr, HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr,
+    IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Dilation 1, y NCDHW, sW a power of 2: output o = S·q + r (phase r). For one (rd, rh) phase pair, y[n, co,
+    S·q + r] for every rW is one GEMM over positions q: the sum over the pair's taps along D and H and over all UW
+    input shifts along W of x[n, :, q + shift] (C_in/g) @ w (``phase_weight``: [C_in/g] × [(co, rW)], zero where
+    phase rW has no tap at that W shift). A program takes a box of q positions (``_box`` over T = N·QD slabs × QH ×
+    QW) × BLOCK_N (co, rW) columns of one pair, and stores runs of BW·sW consecutive voxels along W (the kernel =
+    stride GEMM's regrouping, its taps played by the W phases). Grid (boxes, groups · sD·sH pairs · column tiles)."""
+    n_cols = C_OUT_G * SW
+    col_tiles = tl.cdiv(n_cols, BLOCK_N)
+    g, tile, t0, h0, w0, slab, q_h, q_w, row_ok = _box_program(T, QH, QW, SD * SH * col_tiles, W_P2, H_P2,
+                                                               BLOCK_M, INDEX_64)
+    pair = tile // col_tiles
+    col0 = tile % col_tiles * BLOCK_N
+    rd = pair // SH
+    rh = pair % SH
+    n = slab // QD
+    q_d = slab % QD
+    vd0, td = _phase_range(rd, KD, SD, PD, UD_MAX)
+    vh0, th = _phase_range(rh, KH, SH, PH, UH_MAX)
+    col = col0 + tl.arange(0, BLOCK_N)
+    col_ok = col < n_cols
+    ci_base = g * C_IN_G
+    k_range = tl.arange(0, BLOCK_K)
+    k_blocks = tl.cdiv(C_IN_G, BLOCK_K)
+
+    acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
+    x_n = x_ptr + n * sxn
+    w_pair = w_ptr + pair * (UD * UH * UW) * C_IN * n_cols
+    for it in range(0, td * th * UW * k_blocks):
+        shift = it // k_blocks
+        ci = (it - shift * k_blocks) * BLOCK_K + k_range
+        vw = shift % UW
+        vh = vh0 + shift // UW % th
+        vd = vd0 + shift // (UW * th)
+        i_d = q_d + UD_MAX - vd
+        i_h = q_h + UH_MAX - vh
+        i_w = q_w + UW_MAX - vw
+        ok = row_ok & (i_d >= 0) & (i_d < ID) & (i_h >= 0) & (i_h < IH) & (i_w >= 0) & (i_w < IW)
+        ci_ok = ci < C_IN_G
+        a = tl.load((x_n + i_d * sxd + i_h * sxh + i_w * sxw)[:, None] + (ci_base + ci)[None, :] * sxc,
+                    mask=ok[:, None] & ci_ok[None, :], other=0.0)
+        w_shift = w_pair + ((vd * UH + vh) * UW + vw) * C_IN * n_cols
+        b = tl.load(w_shift + (ci_base + ci)[:, None] * n_cols + col[None, :], mask=ci_ok[:, None] & col_ok[None, :],
+                    other=0.0)
+        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    BJ: tl.constexpr = BLOCK_N // SW
+    co = col0 // SW + tl.arange(0, BJ)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + g * C_OUT_G + col // SW, mask=col_ok, other=0.0)
+        acc += bias.to(acc.dtype)[None, :]
+    row_offset = (g * C_OUT_G + co) * syc + rd * syd + rh * syh
+    offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, co < C_OUT_G, T, QD, QH, rd, rh, OD, OH, OW,
+                                       syn, syd, syh, syw, SD, SH, SW, W_P2, H_P2, BLOCK_M)
+    tl.store(y_ptr + offsets, _regroup_runs(acc.to(y_ptr.dtype.element_ty), True, W_P2, H_P2, BLOCK_M, BJ, SW),
+             mask=ok)
 
 
 @triton.jit
@@ -442,8 +528,8 @@ def _bwd_input_gemm_kernel(
     acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
     for k0 in range(0, n_cols, BLOCK_K):
         row_offset, row_exists = _interleaved_rows(k0, g, C_OUT_G, sgc, sgd, sgh, KD, KH, KW, BJ)
-        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, T, ID, IH, IW, sgn, sgd, sgh, sgw,
-                                           KD, KH, KW, W_P2, H_P2, BLOCK_M)
+        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, T, ID, IH, 0, 0, ID * KD, IH * KH,
+                                           IW * KW, sgn, sgd, sgh, sgw, KD, KH, KW, W_P2, H_P2, BLOCK_M)
         a = _regroup_runs(tl.load(g_ptr + offsets, mask=ok, other=0.0), False, W_P2, H_P2, BLOCK_M, BJ, KW)
         col = k0 + tl.arange(0, BLOCK_K)
         if W_FLAT:
@@ -520,8 +606,8 @@ def _bwd_weight_kernel(
             t0, h0, w0, slab, i_h, i_w, p_ok = _box(box, start, t_end, IH, IW, W_P2, H_P2, BLOCK_P)
             x_col = x_ptr + slab // ID * sxn + slab % ID * sxd + i_h * sxh + i_w * sxw
             a = tl.load(x_col[None, :] + ci_glob[:, None] * sxc, mask=ci_ok[:, None] & p_ok[None, :], other=0.0)
-            offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, t_end, ID, IH, IW, sgn, sgd, sgh,
-                                               sgw, KD, KH, KW, W_P2, H_P2, BLOCK_P)
+            offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, row_exists, t_end, ID, IH, 0, 0, ID * KD,
+                                               IH * KH, IW * KW, sgn, sgd, sgh, sgw, KD, KH, KW, W_P2, H_P2, BLOCK_P)
             b = _regroup_runs(tl.load(g_ptr + offsets, mask=ok, other=0.0), False, W_P2, H_P2, BLOCK_P, BJ,
                               KW)
             acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
@@ -579,6 +665,15 @@ _FWD_GEMM_CONFIGS = [
         (128, 128, 32, 4, 4), (64, 64, 32, 4, 3),
     ]
 ]
+# Phase GEMM: N = (co, rW) columns of one (rD, rH) phase pair (C_out/g · sW: 32 and 64 on shapes c and d), K =
+# C_in/g per input shift.
+_FWD_PHASE_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s in [
+        (128, 32, 32, 4, 3), (256, 32, 32, 8, 3), (128, 64, 32, 4, 3), (256, 64, 32, 8, 3), (128, 64, 64, 4, 3),
+        (64, 64, 64, 4, 4), (128, 128, 64, 8, 3), (256, 128, 32, 8, 3),
+    ]
+]
 # Every configuration must fit in fp32 too (a pinned configuration is launched without the autotuner's pruning):
 # stages · (A tile + B tile) · 4 bytes <= 227 KiB of shared memory per block on H100/H200 (tests check it).
 _WGRAD_CONFIGS = [
@@ -606,6 +701,7 @@ def _smallest(block: str, configs: list[triton.Config]) -> int:
 
 # The kernel = stride GEMMs regroup kW columns (forward: its BLOCK_N; grad_input: its BLOCK_K) into runs along W.
 _FWD_GEMM_MIN_COLUMNS = _smallest("BLOCK_N", _FWD_GEMM_CONFIGS)
+_FWD_PHASE_MIN_COLUMNS = _smallest("BLOCK_N", _FWD_PHASE_CONFIGS)
 _BWD_INPUT_GEMM_MIN_COLUMNS = _smallest("BLOCK_K", _GEMM_CONFIGS)
 
 _fwd_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_fwd_kernel)
@@ -613,6 +709,11 @@ _fwd_gemm_tuned = triton.autotune(
     configs=_FWD_GEMM_CONFIGS,
     key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "W_P2", "H_P2", "W_FLAT", "INDEX_64", "PRECISION"]
 )(_fwd_gemm_kernel)
+_fwd_phase_gemm_tuned = triton.autotune(
+    configs=_FWD_PHASE_CONFIGS,
+    key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "PD", "PH", "PW", "W_P2", "H_P2", "INDEX_64",
+         "PRECISION"]
+)(_fwd_phase_gemm_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
 _bwd_input_gemm_tuned = triton.autotune(
     configs=_GEMM_CONFIGS, key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "W_P2", "H_P2", "W_FLAT", "INDEX_64", "PRECISION"]
@@ -683,6 +784,7 @@ class _Launcher:
 
 _fwd = _Launcher(_fwd_kernel, _fwd_tuned, n_tensors=4)
 _fwd_gemm = _Launcher(_fwd_gemm_kernel, _fwd_gemm_tuned, n_tensors=4)
+_fwd_phase_gemm = _Launcher(_fwd_phase_gemm_kernel, _fwd_phase_gemm_tuned, n_tensors=4)
 _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
 _bwd_input_gemm = _Launcher(_bwd_input_gemm_kernel, _bwd_input_gemm_tuned, n_tensors=3)
 _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
@@ -729,11 +831,11 @@ def _dtype_flags(dtype: torch.dtype, precision: str) -> dict:
             "UPCAST": dtype == torch.bfloat16 and interpreter_active()}
 
 
-def _geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple) -> dict:
-    names = ("D", "H", "W")
+def _geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple | None) -> dict:
+    """The constexprs K*, S*, P* and (unless ``dilation`` is None) D* of a geometry, * = D, H, W."""
     consts = {}
-    for prefix, values in (("K", kernel), ("S", stride), ("P", padding), ("D", dilation)):
-        consts.update({f"{prefix}{axis}": int(v) for axis, v in zip(names, values)})
+    for prefix, values in (("K", kernel), ("S", stride), ("P", padding), ("D", dilation or ())):
+        consts.update({f"{prefix}{axis}": int(v) for axis, v in zip("DHW", values)})
     return consts
 
 
@@ -794,6 +896,43 @@ def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return taps.permute(3, 4, 0, 1, 2)
 
 
+def forward_is_phase_gemm(x: torch.Tensor, stride: Triple, dilation: Triple) -> bool:
+    """Whether a forward outside the GEMM geometry runs as the phase GEMM (``_fwd_phase_gemm_kernel``): x not
+    channels_last_3d (y is then NCDHW, stored in runs along W), dilation 1, and sW a power of 2 that every
+    configuration's column tile holds."""
+    return not is_channels_last(x) and all(d == 1 for d in dilation) and _interleaves(stride[2], _FWD_PHASE_MIN_COLUMNS)
+
+
+def _phase_shifts(k: int, s: int, p: int) -> tuple[int, int]:
+    """(U_MAX, U) along one axis of the phase GEMM (dilation 1): output S·q + r reads input q + U_MAX − v through
+    tap k = S·v + r + p − S·U_MAX, for the U input shifts v in [0, U)."""
+    u_max = (s - 1 + p) // s
+    return u_max, _cdiv(k + s * u_max - p, s)
+
+
+def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple, dtype: torch.dtype) -> torch.Tensor:
+    """weight (C_in, C_out/g, kD, kH, kW) as the phase GEMM reads it: (sD, sH, UD, UH, UW, C_in, C_out/g, sW)
+    contiguous, cast to ``dtype``, element [rd, rh, vd, vh, vw, ci, co, rw] = weight[ci, co, sD·vd + rd − lead_D,
+    ...] (lead = s·U_MAX − p, ``_phase_shifts``), zero where that tap is outside the kernel. Each axis is the
+    kernel zero-padded to U·s taps and split into (U, s): one pad and one copy."""
+    pads, split = [], list(weight.shape[:2])
+    for k, s, p in zip(weight.shape[2:], stride, padding):
+        u_max, u = _phase_shifts(k, s, p)
+        lead = s * u_max - p
+        pads.append((lead, u * s - k - lead))
+        split += [u, s]
+    padded = torch.nn.functional.pad(weight.to(dtype), [v for pair in reversed(pads) for v in pair])
+    return padded.view(split).permute(3, 5, 2, 4, 6, 0, 1, 7).contiguous()
+
+
+def _box_width(w: int) -> int:
+    """The box width (a power of 2) for W = ``w``: the widest whose tiles of W pad it by at most 1/8 (96 -> 32)."""
+    width = _next_pow2(w)
+    while width > 1 and _cdiv(w, width) * width * 8 > w * 9:
+        width //= 2
+    return width
+
+
 def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
                      weight: torch.Tensor) -> tuple[Callable[[dict], tuple[int, int]], dict]:
     """Grid and shared constexprs of a kernel = stride GEMM over boxes of BLOCK_M input positions (``_box_extent``)
@@ -831,6 +970,24 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
         return y
     od, oh, ow = out_shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
+    if forward_is_phase_gemm(x, stride, dilation):
+        shifts = [_phase_shifts(k, s, p) for k, s, p in zip(kernel, stride, padding)]
+        w_p2, h_p2 = _box_width(qw), _next_pow2(qh)
+        columns = c_out_g * stride[2]
+        pairs = stride[0] * stride[1]
+
+        def grid(meta: dict) -> tuple[int, int]:
+            box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
+            boxes = _cdiv(n * qd, box_t) * _cdiv(qh, box_h) * _cdiv(qw, box_w)
+            return boxes, groups * pairs * _cdiv(columns, meta["BLOCK_N"])
+        args = (x, phase_weight(weight, stride, padding, x.dtype), b_arg, y, n * qd, *x.shape[2:], qd, qh, qw,
+                od, oh, ow, c_in, c_in // groups, c_out_g, *x.stride(), *y.stride())
+        consts = {**_geometry(kernel, stride, padding, None),
+                  **{f"U{axis}": u for axis, (_, u) in zip("DHW", shifts)},
+                  **{f"U{axis}_MAX": u_max for axis, (u_max, _) in zip("DHW", shifts)},
+                  "W_P2": w_p2, "H_P2": h_p2, **flags}
+        _fwd_phase_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
+        return y
     m = n * qd * qh * qw
     phases = stride[0] * stride[1] * stride[2]
     grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]) * phases, groups * _cdiv(c_out_g, meta["BLOCK_N"]))
