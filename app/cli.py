@@ -4,8 +4,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+from hydra.experimental.callback import Callback
+from hydra.utils import get_method
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 
@@ -28,3 +32,21 @@ def one_line_errors(traceback: bool, errors: tuple[type[BaseException], ...],
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+class CheckConfig(Callback):
+    """Hydra callback (``hydra.callbacks`` in a conf/*.yaml): ``check(cfg)`` before Hydra makes the run folder, so a
+    bad value is one line and exit 2 (:func:`one_line_errors`) with nothing written.
+
+    ``check`` is the dotted path of a function taking the composed config (``hydra.runtime`` not yet filled in)
+    that the task function also calls: with ``traceback=true`` (Hydra turns a callback's exception into a warning)
+    and in multirun jobs, that call reports the error, from inside the job's folder."""
+
+    def __init__(self, check: str) -> None:
+        self.check: Callable[[DictConfig], None] = get_method(check)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("traceback"):
+            return
+        with one_line_errors(False, (ValueError,), one_line_warnings=False):
+            self.check(config)

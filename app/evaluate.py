@@ -185,9 +185,18 @@ def evaluate_case(case: Case, models: dict, window_cfg: DictConfig, scale: Seque
     return rows
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Check the values that need no checkpoint or data; raises ``ValueError`` naming the key. :func:`run` calls it
+    first; on the command line conf/evaluate.yaml's Hydra callback calls it before the report folder is made."""
+    check_nan_policy(cfg.nan_policy)
+    window_settings(cfg, {})  # every window key; roi_size against the model's stride once the models are loaded
+    if cfg.degradation is not None:
+        _degradation(cfg, {})  # its keys (the checkpoint's meta is only read for degradation=null)
+
+
 def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate every case -> (summary dict, {"rows", "report", "failed"}); writes the report to cfg.out_dir."""
-    check_nan_policy(cfg.nan_policy)
+    check_config(cfg)
     out_dir = Path(cfg.out_dir)
     models = load_models(cfg)
     first_meta = next(iter(models.values()))[1]

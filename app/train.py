@@ -19,7 +19,8 @@ from app.cli import one_line_errors
 from app.data.datamodule import check_patch_geometry
 from app.nn.checkpoint import CheckpointError, read_checkpoint
 from app.nn.ddp_sync import check_sigterm_every
-from app.nn.lightning_module import SRLightningModule
+from app.nn.lightning_module import LOSSES, SRLightningModule
+from app.nn.unet import SRUNet
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -82,10 +83,23 @@ def resume_path(cfg: DictConfig) -> str | None:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
-def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit (and optionally test) the model described by ``cfg``; returns (metrics, objects)."""
+def check_config(cfg: DictConfig) -> None:
+    """Check the values that need no data or checkpoint; raises ``ValueError`` naming the key. :func:`run` calls it
+    first; on the command line conf/train.yaml's Hydra callback calls it before the run folder is made."""
     if cfg.compile and cfg.compile not in COMPILE_MODES:
         raise ValueError(f"compile must be null or one of {list(COMPILE_MODES)}, got {cfg.compile!r}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {cfg.loss!r}")
+    if cfg.sigterm_check_every_n_steps < 1:
+        raise ValueError(f"sigterm_check_every_n_steps must be >= 1, got {cfg.sigterm_check_every_n_steps}")
+    with torch.device("meta"):  # the U-Net's checks of its kwargs, with no memory allocated
+        net = SRUNet(**_plain(cfg.model))
+    check_patch_geometry(cfg.data.patch_size, net.scale, net.divisor)
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit (and optionally test) the model described by ``cfg``; returns (metrics, objects)."""
+    check_config(cfg)
     ckpt_path = resume_path(cfg)  # a bad checkpoint fails here, before anything is built or written
     L.seed_everything(cfg.seed, workers=True)
     if torch.cuda.is_available():
@@ -99,7 +113,6 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.scheduler else None,
     )
-    check_patch_geometry(cfg.data.patch_size, module.scale, module.net.divisor)
     if cfg.compile:  # in place: parameter names and checkpoints stay those of the eager net
         module.net.compile(mode=cfg.compile, dynamic=False)
     datamodule = instantiate(cfg.data, _convert_="all")
@@ -123,9 +136,10 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns val PSNR for sweepers. A bad ``ckpt_path`` is one line on stderr and exit 2
-    (the full traceback with ``traceback=true``)."""
-    with one_line_errors(bool(cfg.get("traceback")), (CheckpointError, FileNotFoundError), one_line_warnings=False):
+    """Hydra entry point; returns val PSNR for sweepers. A bad config value (``ValueError``, also from the data
+    while training) or ``ckpt_path`` is one line on stderr and exit 2 (the full traceback with ``traceback=true``)."""
+    with one_line_errors(bool(cfg.get("traceback")), (CheckpointError, FileNotFoundError, ValueError),
+                         one_line_warnings=False):
         metrics, _ = run(cfg)
     return metrics.get("val/psnr")
 

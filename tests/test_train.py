@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,10 +107,22 @@ def test_compile_option_trains_the_compiled_net_and_keeps_checkpoint_names(tmp_p
     load_sr_model(tmp_path / "checkpoints" / "last.ckpt")  # loads into a plain (eager) net
 
 
-def test_unknown_compile_mode_fails_before_anything_is_built(tmp_path):
-    with pytest.raises(ValueError, match="compile must be null or one of"):
-        run(compose_cfg(tmp_path, FAST + ["compile=fast"]))
-    assert not (tmp_path / "checkpoints").exists()
+@pytest.mark.parametrize(("override", "message"), [
+    ("compile=fast", "compile must be null or one of ['default', 'reduce-overhead', 'max-autotune', "
+                     "'max-autotune-no-cudagraphs'], got 'fast'"),
+    ("loss=l3", "loss must be one of ['huber', 'l1', 'mse'], got 'l3'"),
+    ("sigterm_check_every_n_steps=0", "sigterm_check_every_n_steps must be >= 1, got 0"),
+    ("data.patch_size=[18,16,16]", "patch_size[0]=18 must be a multiple of scale[0]=2 and give an LR size divisible by 2"),
+    ("model.upsample=x", "upsample must be one of ['triton', 'torch'], got 'x'"),
+])
+def test_bad_config_value_fails_before_anything_is_built(tmp_path, monkeypatch, override, message):
+    import app.train as train
+
+    monkeypatch.setattr(train, "instantiate", lambda *a, **k: pytest.fail("something was built before the check"))
+    monkeypatch.setattr(train, "SRLightningModule", lambda *a, **k: pytest.fail("the model was built before the check"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(compose_cfg(tmp_path, FAST + [override]))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_last_checkpoint_is_written_every_epoch_not_only_on_a_new_best(tmp_path):
@@ -184,6 +197,28 @@ def test_cli_corrupt_last_checkpoint_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ckpt_path=last: ") and str(old) in lines[0]
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ckpt")] == [old.relative_to(tmp_path).as_posix()]
     assert not list(tmp_path.rglob("metrics.csv"))
+
+
+# --- a bad config value is one line and exit 2, checked before Hydra makes the run folder -------------------
+
+@pytest.mark.parametrize(("module", "arg", "message"), [
+    ("app.train", "compile=fast", "compile must be null or one of ['default', 'reduce-overhead', 'max-autotune', "
+                                  "'max-autotune-no-cudagraphs'], got 'fast'"),
+    ("app.evaluate", "tta=bogus", "tta must be one of ('none', 'flip'), got 'bogus'"),
+], ids=["train", "evaluate"])
+def test_cli_bad_config_value_one_line_exit_2_and_no_run_folder(tmp_path, module, arg, message):
+    proc = _cli(module, arg, cwd=tmp_path)  # the run folder would be tmp_path/outputs/<module>/...
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {message}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_config_value_with_traceback_true_is_the_full_traceback(tmp_path):
+    proc = _cli("app.train", "compile=fast", "traceback=true", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ValueError: compile must be null or one of" in proc.stderr
+    assert "Callback CheckConfig" not in proc.stderr  # the check is left to run(), not turned into a warning
 
 
 # --- case 14: a wrong override or unknown key is Hydra's error, and nothing starts ----------------------
