@@ -255,6 +255,18 @@ def test_empty_batch_returns_empty_tensor() -> None:
     assert y.shape == (0, 2, 8, 8, 8)
 
 
+@pytest.mark.usefixtures("poisoned")
+@pytest.mark.parametrize("case", [CASES[2], CASES[-3], CASES[-2]], ids=["k3s2p1op1", "tiles", "sw4"])
+def test_phase_gemm_one_pair_per_program_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The phase GEMM with one (rD, rH) phase pair per program (its other configurations; the interpreter's fixed
+    configuration loops over all pairs in one program)."""
+    monkeypatch.setattr(triton_kernels, "_FIXED_PHASE_PAIRS", {"ALL_PAIRS": False})
+    x, w, b, kw, dtype, layout = _make_inputs(case, torch.Generator().manual_seed(0))
+    x_d, w_d, b_d = _to_device(x, w, b, dtype, layout)
+    y_ref = F.conv_transpose3d(x, w, b, **kw)
+    assert _rel(conv_transpose3d(x_d, w_d, b_d, **kw), y_ref) <= BOUNDS[dtype]
+
+
 @pytest.mark.parametrize("case", [
     ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
     ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),  # both GEMM kernels

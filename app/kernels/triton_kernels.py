@@ -384,63 +384,65 @@ def _fwd_phase_gemm_kernel(
     UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr,
     UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr,
     W_P2: tl.constexpr, H_P2: tl.constexpr, HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr,
-    IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, ALL_PAIRS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Dilation 1, y NCDHW, sW a power of 2: output o = S·q + r (phase r). For one (rd, rh) phase pair, y[n, co,
     S·q + r] for every rW is one GEMM over positions q: the sum over the pair's taps along D and H and over all UW
     input shifts along W of x[n, :, q + shift] (C_in/g) @ w (``phase_weight``: [C_in/g] × [(co, rW)], zero where
     phase rW has no tap at that W shift). A program takes a box of q positions (``_box`` over T = N·QD slabs × QH ×
-    QW) × BLOCK_N (co, rW) columns of one pair, and stores runs of BW·sW consecutive voxels along W (the kernel =
-    stride GEMM's regrouping, its taps played by the W phases). Grid (boxes, groups · sD·sH pairs · column tiles)."""
+    QW) × BLOCK_N (co, rW) columns of one pair (of every pair in turn when ALL_PAIRS, re-reading its x box from
+    cache), and stores runs of BW·sW consecutive voxels along W (the kernel = stride GEMM's regrouping, its taps
+    played by the W phases). Grid (boxes, groups · [sD·sH pairs unless ALL_PAIRS] · column tiles)."""
     n_cols = C_OUT_G * SW
     col_tiles = tl.cdiv(n_cols, BLOCK_N)
-    g, tile, t0, h0, w0, slab, q_h, q_w, row_ok = _box_program(T, QH, QW, SD * SH * col_tiles, W_P2, H_P2,
-                                                               BLOCK_M, INDEX_64)
-    pair = tile // col_tiles
+    pairs_per_program: tl.constexpr = SD * SH if ALL_PAIRS else 1
+    g, tile, t0, h0, w0, slab, q_h, q_w, row_ok = _box_program(T, QH, QW, SD * SH // pairs_per_program * col_tiles,
+                                                               W_P2, H_P2, BLOCK_M, INDEX_64)
     col0 = tile % col_tiles * BLOCK_N
-    rd = pair // SH
-    rh = pair % SH
     n = slab // QD
     q_d = slab % QD
-    vd0, td = _phase_range(rd, KD, SD, PD, UD_MAX)
-    vh0, th = _phase_range(rh, KH, SH, PH, UH_MAX)
     col = col0 + tl.arange(0, BLOCK_N)
     col_ok = col < n_cols
     ci_base = g * C_IN_G
     k_range = tl.arange(0, BLOCK_K)
     k_blocks = tl.cdiv(C_IN_G, BLOCK_K)
-
-    acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
     x_n = x_ptr + n * sxn
-    w_pair = w_ptr + pair * (UD * UH * UW) * C_IN * n_cols
-    for it in range(0, td * th * UW * k_blocks):
-        shift = it // k_blocks
-        ci = (it - shift * k_blocks) * BLOCK_K + k_range
-        vw = shift % UW
-        vh = vh0 + shift // UW % th
-        vd = vd0 + shift // (UW * th)
-        i_d = q_d + UD_MAX - vd
-        i_h = q_h + UH_MAX - vh
-        i_w = q_w + UW_MAX - vw
-        ok = row_ok & (i_d >= 0) & (i_d < ID) & (i_h >= 0) & (i_h < IH) & (i_w >= 0) & (i_w < IW)
-        ci_ok = ci < C_IN_G
-        a = tl.load((x_n + i_d * sxd + i_h * sxh + i_w * sxw)[:, None] + (ci_base + ci)[None, :] * sxc,
-                    mask=ok[:, None] & ci_ok[None, :], other=0.0)
-        w_shift = w_pair + ((vd * UH + vh) * UW + vw) * C_IN * n_cols
-        b = tl.load(w_shift + (ci_base + ci)[:, None] * n_cols + col[None, :], mask=ci_ok[:, None] & col_ok[None, :],
-                    other=0.0)
-        acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
     BJ: tl.constexpr = BLOCK_N // SW
     co = col0 // SW + tl.arange(0, BJ)
     if HAS_BIAS:
         bias = tl.load(b_ptr + g * C_OUT_G + col // SW, mask=col_ok, other=0.0)
-        acc += bias.to(acc.dtype)[None, :]
-    row_offset = (g * C_OUT_G + co) * syc + rd * syd + rh * syh
-    offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, co < C_OUT_G, T, QD, QH, rd, rh, OD, OH, OW,
-                                       syn, syd, syh, syw, SD, SH, SW, W_P2, H_P2, BLOCK_M)
-    tl.store(y_ptr + offsets, _regroup_runs(acc.to(y_ptr.dtype.element_ty), True, W_P2, H_P2, BLOCK_M, BJ, SW),
-             mask=ok)
+    for pair in range(tile // col_tiles * pairs_per_program, (tile // col_tiles + 1) * pairs_per_program):
+        rd = pair // SH
+        rh = pair % SH
+        vd0, td = _phase_range(rd, KD, SD, PD, UD_MAX)
+        vh0, th = _phase_range(rh, KH, SH, PH, UH_MAX)
+        acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
+        w_pair = w_ptr + pair * (UD * UH * UW) * C_IN * n_cols
+        for it in range(0, td * th * UW * k_blocks):
+            shift = it // k_blocks
+            ci = (it - shift * k_blocks) * BLOCK_K + k_range
+            vw = shift % UW
+            vh = vh0 + shift // UW % th
+            vd = vd0 + shift // (UW * th)
+            i_d = q_d + UD_MAX - vd
+            i_h = q_h + UH_MAX - vh
+            i_w = q_w + UW_MAX - vw
+            ok = row_ok & (i_d >= 0) & (i_d < ID) & (i_h >= 0) & (i_h < IH) & (i_w >= 0) & (i_w < IW)
+            ci_ok = ci < C_IN_G
+            a = tl.load((x_n + i_d * sxd + i_h * sxh + i_w * sxw)[:, None] + (ci_base + ci)[None, :] * sxc,
+                        mask=ok[:, None] & ci_ok[None, :], other=0.0)
+            w_shift = w_pair + ((vd * UH + vh) * UW + vw) * C_IN * n_cols
+            b = tl.load(w_shift + (ci_base + ci)[:, None] * n_cols + col[None, :],
+                        mask=ci_ok[:, None] & col_ok[None, :], other=0.0)
+            acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+        if HAS_BIAS:
+            acc += bias.to(acc.dtype)[None, :]
+        row_offset = (g * C_OUT_G + co) * syc + rd * syd + rh * syh
+        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, co < C_OUT_G, T, QD, QH, rd, rh, OD, OH, OW,
+                                           syn, syd, syh, syw, SD, SH, SW, W_P2, H_P2, BLOCK_M)
+        tl.store(y_ptr + offsets, _regroup_runs(acc.to(y_ptr.dtype.element_ty), True, W_P2, H_P2, BLOCK_M, BJ, SW),
+                 mask=ok)
 
 
 @triton.jit
@@ -668,10 +670,11 @@ _FWD_GEMM_CONFIGS = [
 # Phase GEMM: N = (co, rW) columns of one (rD, rH) phase pair (C_out/g · sW: 32 and 64 on shapes c and d), K =
 # C_in/g per input shift.
 _FWD_PHASE_CONFIGS = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-    for bm, bn, bk, w, s in [
-        (128, 32, 32, 4, 3), (256, 32, 32, 8, 3), (128, 64, 32, 4, 3), (256, 64, 32, 8, 3), (128, 64, 64, 4, 3),
-        (64, 64, 64, 4, 4), (128, 128, 64, 8, 3), (256, 128, 32, 8, 3),
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "ALL_PAIRS": pairs}, num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s, pairs in [
+        (128, 32, 32, 4, 3, False), (256, 32, 32, 8, 3, False), (128, 64, 32, 4, 3, False), (256, 64, 32, 8, 3, False),
+        (128, 64, 64, 4, 3, False), (128, 128, 64, 8, 3, False),
+        (128, 32, 32, 4, 3, True), (256, 32, 32, 8, 3, True), (128, 64, 64, 4, 3, True), (256, 64, 32, 8, 3, True),
     ]
 ]
 # Every configuration must fit in fp32 too (a pinned configuration is launched without the autotuner's pruning):
@@ -691,6 +694,7 @@ _WGRAD_WIDE_CONFIGS = [
     for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 3), (32, 8, 4)]
 ]
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
+_FIXED_PHASE_PAIRS = {"ALL_PAIRS": True}  # the phase GEMM's pair loop under the interpreter and in fp64
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
 
 
@@ -946,6 +950,31 @@ def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
     return grid, {"KD": kd, "KH": kh, "KW": kw, "W_P2": w_p2, "H_P2": h_p2, "W_FLAT": weight.is_contiguous()}
 
 
+def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tensor, y: torch.Tensor, stride: Triple,
+                        padding: Triple, groups: int, flags: dict) -> None:
+    """y (N, C_out, OD, OH, OW), NCDHW, written by the phase GEMM from x (N, C_in, D, H, W) in any layout, weight
+    (C_in, C_out/g, kD, kH, kW) in any layout (``phase_weight`` copies it), dilation 1 (``forward_is_phase_gemm``)."""
+    n, c_in = x.shape[:2]
+    c_out_g, kernel = weight.shape[1], tuple(weight.shape[2:])
+    od, oh, ow = y.shape[2:]
+    qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
+    shifts = [_phase_shifts(k, s, p) for k, s, p in zip(kernel, stride, padding)]
+    w_p2, h_p2 = _box_width(qw), _next_pow2(qh)
+    columns, pairs = c_out_g * stride[2], stride[0] * stride[1]
+
+    def grid(meta: dict) -> tuple[int, int]:
+        box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
+        boxes = _cdiv(n * qd, box_t) * _cdiv(qh, box_h) * _cdiv(qw, box_w)
+        return boxes, groups * (1 if meta["ALL_PAIRS"] else pairs) * _cdiv(columns, meta["BLOCK_N"])
+    args = (x, phase_weight(weight, stride, padding, x.dtype), b_arg, y, n * qd, *x.shape[2:], qd, qh, qw, od, oh, ow,
+            c_in, c_in // groups, c_out_g, *x.stride(), *y.stride())
+    consts = {**_geometry(kernel, stride, padding, None), **{f"U{axis}": u for axis, (_, u) in zip("DHW", shifts)},
+              **{f"U{axis}_MAX": u_max for axis, (u_max, _) in zip("DHW", shifts)}, "W_P2": w_p2, "H_P2": h_p2,
+              **flags}
+    fixed = _fixed_gemm_config(x.dtype)
+    _fwd_phase_gemm(grid, args, consts, fixed and {**fixed, **_FIXED_PHASE_PAIRS})
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
             stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
     """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W) and weight (C_in, C_out/g, kD, kH, kW) of x's dtype
@@ -968,26 +997,11 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
         consts = {**box_consts, "INTERLEAVE_W": _interleaves(kernel[2], _FWD_GEMM_MIN_COLUMNS), **flags}
         _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
         return y
+    if forward_is_phase_gemm(x, stride, dilation):
+        _phase_gemm_forward(x, weight, b_arg, y, stride, padding, groups, flags)
+        return y
     od, oh, ow = out_shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
-    if forward_is_phase_gemm(x, stride, dilation):
-        shifts = [_phase_shifts(k, s, p) for k, s, p in zip(kernel, stride, padding)]
-        w_p2, h_p2 = _box_width(qw), _next_pow2(qh)
-        columns = c_out_g * stride[2]
-        pairs = stride[0] * stride[1]
-
-        def grid(meta: dict) -> tuple[int, int]:
-            box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
-            boxes = _cdiv(n * qd, box_t) * _cdiv(qh, box_h) * _cdiv(qw, box_w)
-            return boxes, groups * pairs * _cdiv(columns, meta["BLOCK_N"])
-        args = (x, phase_weight(weight, stride, padding, x.dtype), b_arg, y, n * qd, *x.shape[2:], qd, qh, qw,
-                od, oh, ow, c_in, c_in // groups, c_out_g, *x.stride(), *y.stride())
-        consts = {**_geometry(kernel, stride, padding, None),
-                  **{f"U{axis}": u for axis, (_, u) in zip("DHW", shifts)},
-                  **{f"U{axis}_MAX": u_max for axis, (u_max, _) in zip("DHW", shifts)},
-                  "W_P2": w_p2, "H_P2": h_p2, **flags}
-        _fwd_phase_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
-        return y
     m = n * qd * qh * qw
     phases = stride[0] * stride[1] * stride[2]
     grid = lambda meta: (_cdiv(m, meta["BLOCK_M"]) * phases, groups * _cdiv(c_out_g, meta["BLOCK_N"]))
