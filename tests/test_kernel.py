@@ -439,6 +439,22 @@ def test_forward_is_gemm_only_off_channels_last(memory_format, gemm) -> None:
     assert not triton_kernels.forward_is_gemm(x, three(2), three(2), three(1), three(1), (6, 8, 10))
 
 
+@pytest.mark.parametrize("memory_format, stride, dilation, phase_gemm", [
+    (torch.contiguous_format, (2, 2, 2), (1, 1, 1), True), (torch.contiguous_format, (1, 3, 4), (1, 1, 1), True),
+    (torch.channels_last_3d, (2, 2, 2), (1, 1, 1), False), (torch.contiguous_format, (2, 2, 3), (1, 1, 1), False),
+    (torch.contiguous_format, (2, 2, 2), (1, 2, 1), False),
+])
+def test_forward_is_phase_gemm_for_ncdhw_dilation_1_and_power_of_2_w_stride(memory_format, stride, dilation,
+                                                                            phase_gemm) -> None:
+    x = torch.empty((2, 8, 4, 5, 6), device="meta").contiguous(memory_format=memory_format)
+    assert triton_kernels.forward_is_phase_gemm(x, stride, dilation) is phase_gemm
+
+
+@pytest.mark.parametrize("w, width", [(96, 32), (64, 64), (12, 4), (40, 8), (100, 16), (1, 1), (7, 8), (3, 4)])
+def test_box_width_pads_w_by_at_most_an_eighth_or_one_voxel(w: int, width: int) -> None:
+    assert triton_kernels._box_width(w) == width
+
+
 @pytest.mark.slow
 def test_every_kernel_configuration_compiles_for_hopper_and_fits_shared_memory() -> None:
     """Each autotune configuration of every kernel, compiled for sm_90 by Triton's real compiler (the interpreter

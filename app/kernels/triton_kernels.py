@@ -10,7 +10,9 @@ phase r iff (r + p − k·d) ≡ 0 (mod s), and then reads input q + (r + p − 
 implicit GEMM over its own taps only (no dead taps, no division of a gathered index); its K loop is one flat
 (tap, C_in block) loop, which Triton software-pipelines. kernel == stride with no padding/dilation (the U-Net's
 upsampling) is one plain GEMM instead, x (N·D·H·W × C_in) @ w (C_in × C_out·taps), over boxes of input positions
-whose tile is regrouped to store runs of consecutive output voxels (``_fwd_gemm_kernel``). grad_input is a strided conv3d of grad_y with the same
+whose tile is regrouped to store runs of consecutive output voxels (``_fwd_gemm_kernel``). Other NCDHW geometries
+with dilation 1 and sW a power of 2 run the phase GEMM (``_fwd_phase_gemm_kernel``): per (D, H) phase pair one GEMM
+over its taps and all W input shifts, stored in the same runs. grad_input is a strided conv3d of grad_y with the same
 flat K loop. grad_weight is one GEMM over all taps for every geometry (x read once per column tile, not once per
 tap), which also sums grad_bias in the GEMM geometry.
 
@@ -930,9 +932,10 @@ def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple, dtype: t
 
 
 def _box_width(w: int) -> int:
-    """The box width (a power of 2) for W = ``w``: the widest whose tiles of W pad it by at most 1/8 (96 -> 32)."""
+    """The box width (a power of 2) for W = ``w``: the widest whose tiles of W pad it by at most w/8 or one voxel
+    (96 -> 32, 7 -> 8)."""
     width = _next_pow2(w)
-    while width > 1 and _cdiv(w, width) * width * 8 > w * 9:
+    while width > 1 and _cdiv(w, width) * width - w > max(w / 8, 1):
         width //= 2
     return width
 
