@@ -916,19 +916,20 @@ def _phase_shifts(k: int, s: int, p: int) -> tuple[int, int]:
     return u_max, _cdiv(k + s * u_max - p, s)
 
 
-def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple, dtype: torch.dtype) -> torch.Tensor:
-    """weight (C_in, C_out/g, kD, kH, kW) as the phase GEMM reads it: (sD, sH, UD, UH, UW, C_in, C_out/g, sW)
-    contiguous, cast to ``dtype``, element [rd, rh, vd, vh, vw, ci, co, rw] = weight[ci, co, sD·vd + rd − lead_D,
-    ...] (lead = s·U_MAX − p, ``_phase_shifts``), zero where that tap is outside the kernel. Each axis is the
-    kernel zero-padded to U·s taps and split into (U, s): one pad and one copy."""
+def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple,
+                 dtype: torch.dtype) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """(weight (C_in, C_out/g, kD, kH, kW) as the phase GEMM reads it, its (U_MAX, U) per axis (``_phase_shifts``)).
+    The tensor is (sD, sH, UD, UH, UW, C_in, C_out/g, sW), contiguous, cast to ``dtype``, element [rd, rh, vd, vh,
+    vw, ci, co, rw] = weight[ci, co, sD·vd + rd − lead_D, ...] (lead = s·U_MAX − p), zero where that tap is outside
+    the kernel. Each axis is the kernel zero-padded to U·s taps and split into (U, s): one pad and one copy."""
+    shifts = [_phase_shifts(k, s, p) for k, s, p in zip(weight.shape[2:], stride, padding)]
     pads, split = [], list(weight.shape[:2])
-    for k, s, p in zip(weight.shape[2:], stride, padding):
-        u_max, u = _phase_shifts(k, s, p)
+    for k, s, p, (u_max, u) in zip(weight.shape[2:], stride, padding, shifts):
         lead = s * u_max - p
         pads.append((lead, u * s - k - lead))
         split += [u, s]
     padded = torch.nn.functional.pad(weight.to(dtype), [v for pair in reversed(pads) for v in pair])
-    return padded.view(split).permute(3, 5, 2, 4, 6, 0, 1, 7).contiguous()
+    return padded.view(split).permute(3, 5, 2, 4, 6, 0, 1, 7).contiguous(), shifts
 
 
 def _box_width(w: int) -> int:
@@ -940,6 +941,12 @@ def _box_width(w: int) -> int:
     return width
 
 
+def _box_count(slabs: int, h: int, w: int, w_p2: int, h_p2: int, block: int) -> int:
+    """Boxes of ``block`` positions (``_box_extent``) that tile ``slabs`` × h × w."""
+    box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, block) for axis in range(3))
+    return _cdiv(slabs, box_t) * _cdiv(h, box_h) * _cdiv(w, box_w)
+
+
 def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
                      weight: torch.Tensor) -> tuple[Callable[[dict], tuple[int, int]], dict]:
     """Grid and shared constexprs of a kernel = stride GEMM over boxes of BLOCK_M input positions (``_box_extent``)
@@ -947,8 +954,7 @@ def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
     w_p2, h_p2 = _next_pow2(w), _next_pow2(h)
 
     def grid(meta: dict) -> tuple[int, int]:
-        box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
-        return _cdiv(slabs, box_t) * _cdiv(h, box_h) * _cdiv(w, box_w), groups * _cdiv(columns, meta["BLOCK_N"])
+        return _box_count(slabs, h, w, w_p2, h_p2, meta["BLOCK_M"]), groups * _cdiv(columns, meta["BLOCK_N"])
     kd, kh, kw = weight.shape[2:]
     return grid, {"KD": kd, "KH": kh, "KW": kw, "W_P2": w_p2, "H_P2": h_p2, "W_FLAT": weight.is_contiguous()}
 
@@ -961,16 +967,15 @@ def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tens
     c_out_g, kernel = weight.shape[1], tuple(weight.shape[2:])
     od, oh, ow = y.shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
-    shifts = [_phase_shifts(k, s, p) for k, s, p in zip(kernel, stride, padding)]
+    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype)
     w_p2, h_p2 = _box_width(qw), _next_pow2(qh)
     columns, pairs = c_out_g * stride[2], stride[0] * stride[1]
 
     def grid(meta: dict) -> tuple[int, int]:
-        box_t, box_h, box_w = (_box_extent.fn(axis, w_p2, h_p2, meta["BLOCK_M"]) for axis in range(3))
-        boxes = _cdiv(n * qd, box_t) * _cdiv(qh, box_h) * _cdiv(qw, box_w)
-        return boxes, groups * (1 if meta["ALL_PAIRS"] else pairs) * _cdiv(columns, meta["BLOCK_N"])
-    args = (x, phase_weight(weight, stride, padding, x.dtype), b_arg, y, n * qd, *x.shape[2:], qd, qh, qw, od, oh, ow,
-            c_in, c_in // groups, c_out_g, *x.stride(), *y.stride())
+        return (_box_count(n * qd, qh, qw, w_p2, h_p2, meta["BLOCK_M"]),
+                groups * (1 if meta["ALL_PAIRS"] else pairs) * _cdiv(columns, meta["BLOCK_N"]))
+    args = (x, w_phases, b_arg, y, n * qd, *x.shape[2:], qd, qh, qw, od, oh, ow, c_in, c_in // groups, c_out_g,
+            *x.stride(), *y.stride())
     consts = {**_geometry(kernel, stride, padding, None), **{f"U{axis}": u for axis, (_, u) in zip("DHW", shifts)},
               **{f"U{axis}_MAX": u_max for axis, (u_max, _) in zip("DHW", shifts)}, "W_P2": w_p2, "H_P2": h_p2,
               **flags}
