@@ -30,30 +30,36 @@ PHASE_K4S2P1 = dict(**tk._geometry((4, 4, 4), (2, 2, 2), (1, 1, 1), None), **{f"
                     **{f"U{a}_MAX": U_MAX for a in "DHW"})
 WGRAD = dict(**K2S2, TAP_FASTEST=True, IN_BOUNDS=True, SUM_BIAS=True, BOXES=True, W_P2=16, H_P2=16)
 WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
-# autotuner -> (constexprs besides dtype flags and its configurations' block sizes, fp32 pointers, unsplit ints)
-KERNELS = {
-    tk._fwd_tuned: (dict(**K3S2P1, TSD=2, TSH=2, TSW=2, HAS_BIAS=True), (), ()),
-    tk._fwd_gemm_tuned: (dict(KD=2, KH=2, KW=2, **BOX, INTERLEAVE_W=True, W_FLAT=True, HAS_BIAS=True), (), ("T",)),
-    tk._fwd_phase_gemm_tuned: (dict(**PHASE_K4S2P1, W_P2=32, H_P2=128, HAS_BIAS=True), (), ("T",)),
-    tk._bwd_input_tuned: (dict(**K3S2P1), (), ("M",)),
-    tk._bwd_input_gemm_tuned: (dict(KD=2, KH=2, KW=2, **BOX, W_FLAT=True), (), ("T",)),
-    tk._bwd_weight_tuned: ({**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_TILE))}, WGRAD_POINTERS,
-                           WGRAD_INTS),
-    tk._bwd_weight_wide_tuned: ({**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
-                                WGRAD_POINTERS, WGRAD_INTS),
-}
-UNIT_STRIDES = ("sxw", "syw", "sgw", "sww")
+NCDHW_UNIT = ("sxw", "syw", "sgw", "sww")  # W strides of NCDHW tensors (and of a weight's last axis)
+CL_UNIT = ("sxc", "syc")  # channel strides of channels_last_3d x and y
+# (autotuner, constexprs besides dtype flags and its configurations' block sizes, fp32 pointers, unsplit ints,
+#  unit strides)
+KERNELS = [
+    (tk._fwd_tuned, dict(**K3S2P1, TSD=2, TSH=2, TSW=2, HAS_BIAS=True), (), (), NCDHW_UNIT),
+    (tk._fwd_gemm_tuned, dict(KD=2, KH=2, KW=2, **BOX, INTERLEAVE_W=True, W_FLAT=True, HAS_BIAS=True), (), ("T",),
+     NCDHW_UNIT),
+    (tk._fwd_phase_gemm_tuned, dict(**PHASE_K4S2P1, W_P2=32, H_P2=128, Y_CL=False, W_EXACT=True, HAS_BIAS=True), (),
+     ("T",), NCDHW_UNIT),
+    (tk._fwd_phase_gemm_tuned, dict(**PHASE_K4S2P1, W_P2=32, H_P2=128, Y_CL=True, W_EXACT=True, HAS_BIAS=True), (),
+     ("T",), CL_UNIT),
+    (tk._bwd_input_tuned, dict(**K3S2P1), (), ("M",), NCDHW_UNIT),
+    (tk._bwd_input_gemm_tuned, dict(KD=2, KH=2, KW=2, **BOX, W_FLAT=True), (), ("T",), NCDHW_UNIT),
+    (tk._bwd_weight_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_TILE))}, WGRAD_POINTERS,
+     WGRAD_INTS, NCDHW_UNIT),
+    (tk._bwd_weight_wide_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
+     WGRAD_POINTERS, WGRAD_INTS, NCDHW_UNIT),
+]
 
 
-def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints: tuple, config: triton.Config,
-                dtype: str) -> int:
+def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints: tuple, unit_strides: tuple,
+                config: triton.Config, dtype: str) -> int:
     """Shared memory (bytes) of ``tuner``'s kernel compiled for sm_90 with ``config`` on ``dtype`` tensors."""
     fn = tuner.fn
     values = {**constexprs, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
               "IS_FP32": dtype == "fp32", "PRECISION": "tf32", "UPCAST": False}
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
-        if name in values or name in UNIT_STRIDES:
+        if name in values or name in unit_strides:
             signature[name] = "constexpr"
             consts[(i,)] = values.get(name, 1)
             continue
@@ -76,15 +82,16 @@ def main() -> int:
         print("unset TRITON_INTERPRET: the interpreter compiles nothing", file=sys.stderr)
         return 2
     failures, worst, start = [], 0, time.perf_counter()
+    listed = [entry[0] for entry in KERNELS]
     failures += [f"autotuner {name} is not in KERNELS" for name, value in vars(tk).items()
-                 if isinstance(value, Autotuner) and value not in KERNELS]
+                 if isinstance(value, Autotuner) and value not in listed]
     print(f"Triton {triton.__version__}, target sm_90, shared memory limit {SHARED_MEMORY_LIMIT} B")
-    for tuner, (constexprs, fp32_ptrs, free_ints) in KERNELS.items():
+    for tuner, constexprs, fp32_ptrs, free_ints, unit_strides in KERNELS:
         for config in tuner.configs[:1] if args.first else tuner.configs:
             for dtype in ("fp32", "bf16"):
-                label = f"{tuner.fn.__name__} {dtype} {config}"
+                label = f"{tuner.fn.__name__} {dtype} {'CL ' if unit_strides == CL_UNIT else ''}{config}"
                 try:
-                    shared = compile_one(tuner, constexprs, fp32_ptrs, free_ints, config, dtype)
+                    shared = compile_one(tuner, constexprs, fp32_ptrs, free_ints, unit_strides, config, dtype)
                 except Exception as error:  # noqa: BLE001 (every compiler error is a finding)
                     failures.append(f"{label}: {type(error).__name__}: {str(error)[:300]}")
                     continue

@@ -69,6 +69,12 @@ CASES = [
     ((1, 20, 3, 5, 12), (20, 9, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
     ((2, 3, 2, 3, 5), (3, 2, 3, 2, 6), dict(stride=(1, 2, 4), padding=(1, 0, 1)), torch.float32, "contiguous"),
     ((1, 4, 3, 3, 4), (4, 3, 4, 4, 4), dict(stride=2, padding=1, groups=2), torch.bfloat16, "bias_strided"),
+    # the phase GEMM on channels_last_3d x and y: sW = 3 with an output W that is not a multiple of it; two C_in
+    # blocks and two column tiles in bf16
+    ((1, 3, 3, 2, 4), (3, 5, 3, 2, 5), dict(stride=(2, 1, 3), padding=(1, 0, 1), output_padding=(1, 0, 2)),
+     torch.float32, "channels_last"),
+    ((1, 20, 3, 5, 6), (20, 9, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.bfloat16,
+     "channels_last"),
 ]
 
 
@@ -256,7 +262,8 @@ def test_empty_batch_returns_empty_tensor() -> None:
 
 
 @pytest.mark.usefixtures("poisoned")
-@pytest.mark.parametrize("case", [CASES[2], CASES[-3], CASES[-2]], ids=["k3s2p1op1", "tiles", "sw4"])
+@pytest.mark.parametrize("case", [CASES[2], CASES[-5], CASES[-4], CASES[-2], CASES[-1]],
+                         ids=["k3s2p1op1", "tiles", "sw4", "channels_last_sw3", "channels_last_tiles_bf16"])
 def test_phase_gemm_one_pair_per_program_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
     """The phase GEMM with one (rD, rH) phase pair per program (its other configurations; the interpreter's fixed
     configuration loops over all pairs in one program)."""
@@ -270,7 +277,7 @@ def test_phase_gemm_one_pair_per_program_matches_reference(case, monkeypatch: py
 @pytest.mark.parametrize("case", [
     ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "contiguous"),
     ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "contiguous"),  # both GEMM kernels
-    ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "channels_last"),  # phases + GEMM grad_weight
+    ((2, 3, 3, 3, 3), (3, 2, 2, 2, 2), dict(stride=2), torch.float32, "channels_last"),  # phase GEMM, GEMM grad_weight
     ((2, 3, 3, 3, 3), (3, 2, 3, 3, 3), dict(stride=2, padding=1, output_padding=1), torch.float32, "channels_last"),
 ], ids=["phase_gemm", "gemm", "gemm_channels_last", "phases_channels_last"])
 def test_int64_offsets_path_matches_reference(case, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -439,15 +446,17 @@ def test_forward_is_gemm_only_off_channels_last(memory_format, gemm) -> None:
     assert not triton_kernels.forward_is_gemm(x, three(2), three(2), three(1), three(1), (6, 8, 10))
 
 
-@pytest.mark.parametrize("memory_format, stride, dilation, phase_gemm", [
-    (torch.contiguous_format, (2, 2, 2), (1, 1, 1), True), (torch.contiguous_format, (1, 3, 4), (1, 1, 1), True),
-    (torch.channels_last_3d, (2, 2, 2), (1, 1, 1), False), (torch.contiguous_format, (2, 2, 3), (1, 1, 1), False),
-    (torch.contiguous_format, (2, 2, 2), (1, 2, 1), False),
+@pytest.mark.parametrize("memory_format, stride, dilation, groups, phase_gemm", [
+    (torch.contiguous_format, (2, 2, 2), (1, 1, 1), 1, True), (torch.contiguous_format, (1, 3, 4), (1, 1, 1), 2, True),
+    (torch.channels_last_3d, (2, 2, 2), (1, 1, 1), 1, True), (torch.channels_last_3d, (2, 2, 3), (1, 1, 1), 1, True),
+    (torch.channels_last_3d, (2, 2, 2), (1, 1, 1), 2, False), (torch.contiguous_format, (2, 2, 3), (1, 1, 1), 1, False),
+    (torch.contiguous_format, (2, 2, 2), (1, 2, 1), 1, False), (torch.channels_last_3d, (2, 2, 2), (2, 1, 1), 1, False),
 ])
-def test_forward_is_phase_gemm_for_ncdhw_dilation_1_and_power_of_2_w_stride(memory_format, stride, dilation,
-                                                                            phase_gemm) -> None:
+def test_forward_is_phase_gemm_for_dilation_1_and_a_layout_it_stores_in_runs(memory_format, stride, dilation, groups,
+                                                                              phase_gemm) -> None:
+    """NCDHW y takes runs along W (sW a power of 2); channels_last_3d y takes runs of channels (groups 1)."""
     x = torch.empty((2, 8, 4, 5, 6), device="meta").contiguous(memory_format=memory_format)
-    assert triton_kernels.forward_is_phase_gemm(x, stride, dilation) is phase_gemm
+    assert triton_kernels.forward_is_phase_gemm(x, stride, dilation, groups) is phase_gemm
 
 
 @pytest.mark.parametrize("w, width", [(96, 32), (64, 64), (12, 4), (40, 8), (100, 16), (1, 1), (7, 8), (3, 4)])

@@ -385,17 +385,20 @@ def _fwd_phase_gemm_kernel(
     PD: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
     UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr,
     UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr,
-    W_P2: tl.constexpr, H_P2: tl.constexpr, HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, IS_FP64: tl.constexpr,
-    IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, ALL_PAIRS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    W_P2: tl.constexpr, H_P2: tl.constexpr, Y_CL: tl.constexpr, W_EXACT: tl.constexpr, HAS_BIAS: tl.constexpr,
+    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, ALL_PAIRS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """Dilation 1, y NCDHW, sW a power of 2: output o = S·q + r (phase r). For one (rd, rh) phase pair, y[n, co,
-    S·q + r] for every rW is one GEMM over positions q: the sum over the pair's taps along D and H and over all UW
-    input shifts along W of x[n, :, q + shift] (C_in/g) @ w (``phase_weight``: [C_in/g] × [(co, rW)], zero where
+    """Dilation 1, x in any layout: output o = S·q + r (phase r). For one (rd, rh) phase pair, y[n, :, S·q + r]
+    for every rW is one GEMM over positions q: the sum over the pair's taps along D and H and over all UW input
+    shifts along W of x[n, :, q + shift] (C_in/g) @ w (``phase_weight``: [C_in/g] × [(co, rW) columns], zero where
     phase rW has no tap at that W shift). A program takes a box of q positions (``_box`` over T = N·QD slabs × QH ×
-    QW) × BLOCK_N (co, rW) columns of one pair (of every pair in turn when ALL_PAIRS, re-reading its x box from
-    cache), and stores runs of BW·sW consecutive voxels along W (the kernel = stride GEMM's regrouping, its taps
-    played by the W phases). Grid (boxes, groups · [sD·sH pairs unless ALL_PAIRS] · column tiles)."""
+    QW) × BLOCK_N columns of one pair (of every pair in turn when ALL_PAIRS, re-reading its x box from cache).
+    y NCDHW (sW a power of 2): columns (co, rW), stored as runs of BW·sW consecutive voxels along W (the kernel =
+    stride GEMM's regrouping, its taps played by the W phases). Y_CL (y channels_last_3d, groups 1): columns
+    (rW, co), so a position's sW·C_out columns are one run of y (its voxels S·q_w + rW, all channels); W_EXACT
+    (OW = sW·QW) drops the per-column W bound. Grid (boxes, groups · [sD·sH pairs unless ALL_PAIRS] · column
+    tiles)."""
     n_cols = C_OUT_G * SW
     col_tiles = tl.cdiv(n_cols, BLOCK_N)
     pairs_per_program: tl.constexpr = SD * SH if ALL_PAIRS else 1
@@ -410,10 +413,8 @@ def _fwd_phase_gemm_kernel(
     k_range = tl.arange(0, BLOCK_K)
     k_blocks = tl.cdiv(C_IN_G, BLOCK_K)
     x_n = x_ptr + n * sxn
-    BJ: tl.constexpr = BLOCK_N // SW
-    co = col0 // SW + tl.arange(0, BJ)
     if HAS_BIAS:
-        bias = tl.load(b_ptr + g * C_OUT_G + col // SW, mask=col_ok, other=0.0)
+        bias = tl.load(b_ptr + g * C_OUT_G + (col % C_OUT_G if Y_CL else col // SW), mask=col_ok, other=0.0)
     for pair in range(tile // col_tiles * pairs_per_program, (tile // col_tiles + 1) * pairs_per_program):
         rd = pair // SH
         rh = pair % SH
@@ -440,11 +441,22 @@ def _fwd_phase_gemm_kernel(
             acc = _mma(acc, a, b, IS_FP64, IS_FP32, PRECISION, UPCAST)
         if HAS_BIAS:
             acc += bias.to(acc.dtype)[None, :]
-        row_offset = (g * C_OUT_G + co) * syc + rd * syd + rh * syh
-        offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, co < C_OUT_G, T, QD, QH, rd, rh, OD, OH, OW,
-                                           syn, syd, syh, syw, SD, SH, SW, W_P2, H_P2, BLOCK_M)
-        tl.store(y_ptr + offsets, _regroup_runs(acc.to(y_ptr.dtype.element_ty), True, W_P2, H_P2, BLOCK_M, BJ, SW),
-                 mask=ok)
+        if Y_CL:  # column (rW, co) of position q sits at y's voxel S·q (phase 0 along W) + col
+            o_d = q_d * SD + rd
+            o_h = q_h * SH + rh
+            y_pos = y_ptr + n * syn + o_d * syd + o_h * syh + (q_w * SW) * syw
+            ok = (row_ok & (o_d < OD) & (o_h < OH))[:, None] & col_ok[None, :]
+            if not W_EXACT:
+                ok = ok & ((q_w * SW)[:, None] + (col // C_OUT_G)[None, :] < OW)
+            tl.store(y_pos[:, None] + col[None, :], acc.to(y_ptr.dtype.element_ty), mask=ok)
+        else:
+            BJ: tl.constexpr = BLOCK_N // SW
+            co = col0 // SW + tl.arange(0, BJ)
+            row_offset = (g * C_OUT_G + co) * syc + rd * syd + rh * syh
+            offsets, ok = _interleaved_offsets(t0, h0, w0, row_offset, co < C_OUT_G, T, QD, QH, rd, rh, OD, OH, OW,
+                                               syn, syd, syh, syw, SD, SH, SW, W_P2, H_P2, BLOCK_M)
+            tl.store(y_ptr + offsets,
+                     _regroup_runs(acc.to(y_ptr.dtype.element_ty), True, W_P2, H_P2, BLOCK_M, BJ, SW), mask=ok)
 
 
 @triton.jit
@@ -717,8 +729,8 @@ _fwd_gemm_tuned = triton.autotune(
 )(_fwd_gemm_kernel)
 _fwd_phase_gemm_tuned = triton.autotune(
     configs=_FWD_PHASE_CONFIGS,
-    key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "PD", "PH", "PW", "W_P2", "H_P2", "INDEX_64",
-         "PRECISION"]
+    key=["C_IN_G", "C_OUT_G", "KD", "KH", "KW", "SD", "SH", "SW", "PD", "PH", "PW", "W_P2", "H_P2", "Y_CL",
+         "W_EXACT", "INDEX_64", "PRECISION"]
 )(_fwd_phase_gemm_kernel)
 _bwd_input_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=_GEMM_KEY)(_bwd_input_kernel)
 _bwd_input_gemm_tuned = triton.autotune(
@@ -902,11 +914,13 @@ def tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return taps.permute(3, 4, 0, 1, 2)
 
 
-def forward_is_phase_gemm(x: torch.Tensor, stride: Triple, dilation: Triple) -> bool:
-    """Whether a forward outside the GEMM geometry runs as the phase GEMM (``_fwd_phase_gemm_kernel``): x not
-    channels_last_3d (y is then NCDHW, stored in runs along W), dilation 1, and sW a power of 2 that every
-    configuration's column tile holds."""
-    return not is_channels_last(x) and all(d == 1 for d in dilation) and _interleaves(stride[2], _FWD_PHASE_MIN_COLUMNS)
+def forward_is_phase_gemm(x: torch.Tensor, stride: Triple, dilation: Triple, groups: int) -> bool:
+    """Whether a forward outside the GEMM geometry runs as the phase GEMM (``_fwd_phase_gemm_kernel``): dilation 1,
+    and either x channels_last_3d with groups 1 (y channels_last_3d, a run of channels per voxel) or x not
+    channels_last_3d with sW a power of 2 that every configuration's column tile holds (y NCDHW, runs along W)."""
+    if any(d != 1 for d in dilation):
+        return False
+    return groups == 1 if is_channels_last(x) else _interleaves(stride[2], _FWD_PHASE_MIN_COLUMNS)
 
 
 def _phase_shifts(k: int, s: int, p: int) -> tuple[int, int]:
@@ -916,12 +930,13 @@ def _phase_shifts(k: int, s: int, p: int) -> tuple[int, int]:
     return u_max, _cdiv(k + s * u_max - p, s)
 
 
-def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple,
-                 dtype: torch.dtype) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple, dtype: torch.dtype,
+                 w_phase_major: bool = False) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """(weight (C_in, C_out/g, kD, kH, kW) as the phase GEMM reads it, its (U_MAX, U) per axis (``_phase_shifts``)).
-    The tensor is (sD, sH, UD, UH, UW, C_in, C_out/g, sW), contiguous, cast to ``dtype``, element [rd, rh, vd, vh,
-    vw, ci, co, rw] = weight[ci, co, sD·vd + rd − lead_D, ...] (lead = s·U_MAX − p), zero where that tap is outside
-    the kernel. Each axis is the kernel zero-padded to U·s taps and split into (U, s): one pad and one copy."""
+    The tensor is (sD, sH, UD, UH, UW, C_in, C_out/g, sW) — (…, C_in, sW, C_out/g) when ``w_phase_major`` —
+    contiguous, cast to ``dtype``, element [rd, rh, vd, vh, vw, ci, co, rw] = weight[ci, co, sD·vd + rd − lead_D,
+    ...] (lead = s·U_MAX − p), zero where that tap is outside the kernel. Each axis is the kernel zero-padded to U·s
+    taps and split into (U, s): one pad and one copy."""
     shifts = [_phase_shifts(k, s, p) for k, s, p in zip(weight.shape[2:], stride, padding)]
     pads, split = [], list(weight.shape[:2])
     for k, s, p, (u_max, u) in zip(weight.shape[2:], stride, padding, shifts):
@@ -929,7 +944,8 @@ def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple,
         pads.append((lead, u * s - k - lead))
         split += [u, s]
     padded = torch.nn.functional.pad(weight.to(dtype), [v for pair in reversed(pads) for v in pair])
-    return padded.view(split).permute(3, 5, 2, 4, 6, 0, 1, 7).contiguous(), shifts
+    order = (3, 5, 2, 4, 6, 0, 7, 1) if w_phase_major else (3, 5, 2, 4, 6, 0, 1, 7)
+    return padded.view(split).permute(order).contiguous(), shifts
 
 
 def _box_width(w: int) -> int:
@@ -961,13 +977,16 @@ def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
 
 def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tensor, y: torch.Tensor, stride: Triple,
                         padding: Triple, groups: int, flags: dict) -> None:
-    """y (N, C_out, OD, OH, OW), NCDHW, written by the phase GEMM from x (N, C_in, D, H, W) in any layout, weight
-    (C_in, C_out/g, kD, kH, kW) in any layout (``phase_weight`` copies it), dilation 1 (``forward_is_phase_gemm``)."""
+    """y (N, C_out, OD, OH, OW) written by the phase GEMM from x (N, C_in, D, H, W) in any layout, weight
+    (C_in, C_out/g, kD, kH, kW) in any layout (``phase_weight`` copies it), dilation 1 (``forward_is_phase_gemm``).
+    y is NCDHW or, with groups 1, channels_last_3d."""
     n, c_in = x.shape[:2]
     c_out_g, kernel = weight.shape[1], tuple(weight.shape[2:])
     od, oh, ow = y.shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
-    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype)
+    # channels_last_3d as allocated (whatever the size-1 dims): column (rW, co) of a voxel is at offset rW·C_out + co
+    y_cl = groups == 1 and y.stride(1) == 1 and y.stride(4) == c_out_g
+    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=y_cl)
     w_p2, h_p2 = _box_width(qw), _next_pow2(qh)
     columns, pairs = c_out_g * stride[2], stride[0] * stride[1]
 
@@ -978,7 +997,7 @@ def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tens
             *x.stride(), *y.stride())
     consts = {**_geometry(kernel, stride, padding, None), **{f"U{axis}": u for axis, (_, u) in zip("DHW", shifts)},
               **{f"U{axis}_MAX": u_max for axis, (u_max, _) in zip("DHW", shifts)}, "W_P2": w_p2, "H_P2": h_p2,
-              **flags}
+              "Y_CL": y_cl, "W_EXACT": ow == qw * stride[2], **flags}
     fixed = _fixed_gemm_config(x.dtype)
     _fwd_phase_gemm(grid, args, consts, fixed and {**fixed, **_FIXED_PHASE_PAIRS})
 
@@ -1005,7 +1024,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
         consts = {**box_consts, "INTERLEAVE_W": _interleaves(kernel[2], _FWD_GEMM_MIN_COLUMNS), **flags}
         _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
         return y
-    if forward_is_phase_gemm(x, stride, dilation):
+    if forward_is_phase_gemm(x, stride, dilation, groups):
         _phase_gemm_forward(x, weight, b_arg, y, stride, padding, groups, flags)
         return y
     od, oh, ow = out_shape[2:]
