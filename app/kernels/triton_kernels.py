@@ -671,6 +671,7 @@ _GEMM_CONFIGS = [
         (64, 32, 32, 4, 3), (128, 64, 32, 4, 3), (64, 64, 64, 4, 3), (128, 128, 32, 8, 3), (256, 64, 32, 8, 3),
         (128, 32, 32, 4, 4), (128, 16, 32, 4, 3),  # narrow C_out (the U-Net's last decoder layers, shapes a, c)
         (128, 32, 64, 4, 4), (256, 32, 64, 8, 2),  # long flat K loops (k3/k4 kernels) at narrow C_out
+        (128, 32, 16, 4, 4), (256, 32, 16, 8, 3),  # C_out/g = 16: c's grad_input 0.357 -> 0.245 ms (bf16, v3g probe)
     ]
 ]
 # kernel = stride GEMM: N = taps · C_out/g columns (256 for the U-Net's 64 -> 32, k2s2), K = C_in/g.
@@ -895,11 +896,10 @@ def is_gemm_geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dil
 def forward_is_gemm(x: torch.Tensor, kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple,
                     out_size: Sequence[int]) -> bool:
     """Whether the forward of x (N, C_in, D, H, W) runs as one GEMM (``_fwd_gemm_kernel``, weight in any layout):
-    the GEMM geometry with x not channels_last_3d. In channels_last_3d the phase kernel (tap-major weight) is used:
-    on an H200 it took 0.074 / 0.085 / 0.138 ms (bf16 / fp32 TF32 / exact fp32) on 2, 256 -> 128, 16^3, k2s2
-    against the GEMM's 0.078 / 0.110 / 0.301 ms, and 0.414 against 0.437 ms on 2, 64 -> 32, 64^3, bf16 (0.709
-    against 0.634 ms in fp32). In NCDHW the GEMM is faster (0.356 ms on the latter, bf16). benchmarks/kernel_notes.md,
-    v3 and v3b."""
+    the GEMM geometry with x not channels_last_3d. In channels_last_3d the phase GEMM (``forward_is_phase_gemm``)
+    writes channels_last_3d y: on an H200, 0.161 ms (bf16) / 0.367 ms (fp32 TF32) on 2, 64 -> 32, 64^3, k2s2,
+    against the NCDHW GEMM's 0.144 / 0.630 ms and the phase kernel's 0.410 / 0.717 ms on channels_last_3d;
+    0.034 / 0.062 ms on 2, 256 -> 128, 16^3 (phase kernel 0.035 / 0.076; benchmarks/kernel_notes.md v3e, v3g)."""
     return not is_channels_last(x) and is_gemm_geometry(kernel, stride, padding, dilation, x.shape[2:], out_size)
 
 
