@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,6 +49,10 @@ KERNELS = [
      WGRAD_INTS, NCDHW_UNIT),
     (tk._bwd_weight_wide_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
      WGRAD_POINTERS, WGRAD_INTS, NCDHW_UNIT),
+    # no autotuner: grad_bias launches it with tiles of _CHANNEL_SUM_TILE elements, BLOCK_C 16 to 64
+    (SimpleNamespace(fn=tk._channel_sum_kernel, configs=[
+        triton.Config({"BLOCK_R": tk._CHANNEL_SUM_TILE // bc, "BLOCK_C": bc}) for bc in (16, 64)]),
+     {}, ("part_ptr",), ("M", "C", "CHUNK"), ()),
 ]
 
 

@@ -459,6 +459,24 @@ def test_forward_is_phase_gemm_for_dilation_1_and_a_layout_it_stores_in_runs(mem
     assert triton_kernels.forward_is_phase_gemm(x, stride, dilation, groups) is phase_gemm
 
 
+@pytest.mark.parametrize("shape, dtype", [((2, 20, 3, 5, 7), torch.float32), ((1, 5, 4, 3, 2), torch.bfloat16),
+                                          ((1, 3, 2, 2, 2), torch.float64), ((1, 3, 9, 8, 5), torch.float32)])
+@pytest.mark.parametrize("int64", [False, True])
+def test_grad_bias_of_channels_last_grad_output_matches_float64_sum(shape, dtype, int64: bool,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """grad_bias of a channels_last_3d grad_output runs the split channel-sum kernel (two channel tiles for 20
+    channels, several row splits, a ragged last split, int64 offsets)."""
+    if int64:
+        monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)
+    gy = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    gy_d = gy.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last_3d)
+    assert triton_kernels.is_channels_last(gy_d)
+    gb = triton_kernels.grad_bias(gy_d, torch.float32)
+    ref = gy_d.double().sum(dim=(0, 2, 3, 4))
+    assert gb.dtype == torch.float32 and gb.shape == (shape[1],)
+    assert _rel(gb, ref) <= 1e-5  # fp32 accumulation of the same values
+
+
 @pytest.mark.parametrize("w, width", [(96, 32), (64, 64), (12, 4), (40, 8), (100, 16), (1, 1), (7, 8), (3, 4)])
 def test_box_width_pads_w_by_at_most_an_eighth_or_one_voxel(w: int, width: int) -> None:
     assert triton_kernels._box_width(w) == width

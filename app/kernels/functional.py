@@ -118,7 +118,7 @@ def _backward(grad_y: torch.Tensor, x: torch.Tensor, w_kernel: torch.Tensor, wei
             gw, gb = kernels.grad_weight(x_k, gy_k, *weight_meta, bias_dtype, stride, padding, dilation, groups,
                                          precision)
         if gb is None and bias_dtype is not None:
-            gb = kernels.grad_bias(grad_y, bias_dtype)
+            gb = kernels.grad_bias(gy_k, bias_dtype)
     return gx, gw, gb
 
 

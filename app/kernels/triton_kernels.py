@@ -659,6 +659,24 @@ def _bwd_weight_kernel(
         tl.store(bias_part_ptr + bias_base + co_glob * taps + tap, col_sum, mask=col_ok & first_ci_tile)
 
 
+@triton.jit
+def _channel_sum_kernel(g_ptr, part_ptr, M, C, CHUNK, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+                        INDEX_64: tl.constexpr, IS_FP64: tl.constexpr):
+    """part[z, c] = sum over rows [z·CHUNK, (z+1)·CHUNK) of M of g[row, c], g a contiguous [M, C] (a
+    channels_last_3d grad_y: rows are voxels), in fp32 (fp64 for fp64). Grid (splits, C tiles). Deterministic."""
+    split = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    start = _wide_mul(split, CHUNK, INDEX_64)
+    end = tl.minimum(start + CHUNK, M)
+    acc = _zero_acc(BLOCK_R, BLOCK_C, IS_FP64)
+    for r0 in range(0, CHUNK, BLOCK_R):
+        rows = start + r0 + tl.arange(0, BLOCK_R)
+        tile = tl.load(g_ptr + rows[:, None] * C + c[None, :], mask=(rows < end)[:, None] & c_ok[None, :], other=0.0)
+        acc += tile.to(acc.dtype)
+    tl.store(part_ptr + _wide_mul(split, C, INDEX_64) + c, tl.sum(acc, axis=0), mask=c_ok)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Launch configurations. Autotune keys: channels, kernel, stride, dilation, dtype (Triton adds the tensors'
 # dtypes to the key) — never spatial sizes, so a new volume size does not re-tune. Under the interpreter the
@@ -711,6 +729,7 @@ _WGRAD_WIDE_CONFIGS = [
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FIXED_PHASE_PAIRS = {"ALL_PAIRS": True}  # the phase GEMM's pair loop under the interpreter and in fp64
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
+_CHANNEL_SUM_TILE = 4096  # elements of grad_bias's [rows, channels] tile on a GPU (32 fp32 registers per thread)
 
 
 def _smallest(block: str, configs: list[triton.Config]) -> int:
@@ -749,7 +768,8 @@ def _launch_hooks_active() -> bool:
 
 
 class _Launcher:
-    """Launches one kernel: its autotuner on a GPU, or the kernel with fixed block sizes (interpreter, fp64).
+    """Launches one kernel: its autotuner on a GPU, or the kernel with fixed block sizes (interpreter, fp64, a
+    kernel without an autotuner).
 
     The first launch of an argument signature (every int argument, the constexprs, the fixed block sizes, the
     tensors' dtypes and 16-byte alignment, the device, the autotuner's config list) goes through Triton, which
@@ -760,7 +780,7 @@ class _Launcher:
 
     _MAX_PLANS = 4096
 
-    def __init__(self, kernel: triton.JITFunction, tuned: Autotuner, n_tensors: int) -> None:
+    def __init__(self, kernel: triton.JITFunction, tuned: Autotuner | None, n_tensors: int) -> None:
         self.kernel, self.tuned, self.n_tensors = kernel, tuned, n_tensors
         self.plans: dict[tuple, tuple] = {}
 
@@ -773,14 +793,15 @@ class _Launcher:
         key = (device, args[self.n_tensors:], tuple(consts.values()), fixed and tuple(fixed.values()),
                tuple((t.dtype, t.data_ptr() % 16 == 0) for t in tensors))
         plan = self.plans.get(key)
-        if plan is None or plan[0] is not self.tuned.configs:
+        configs = self.tuned and self.tuned.configs
+        if plan is None or plan[0] is not configs:
             compiled, blocks = self._triton_launch(grid, args, consts, fixed)
             if compiled is not None:
                 if len(self.plans) >= self._MAX_PLANS:
                     self.plans.clear()
                 values = {**dict(zip(self.kernel.arg_names, args)), **consts, **blocks}
                 rest = tuple(values[name] for name in self.kernel.arg_names[self.n_tensors:])
-                self.plans[key] = (self.tuned.configs, compiled, (*grid(blocks), 1, 1)[:3], rest)
+                self.plans[key] = (configs, compiled, (*grid(blocks), 1, 1)[:3], rest)
             return
         _, compiled, (gx, gy, gz), rest = plan
         stream = triton.runtime.driver.active.get_current_stream(device)
@@ -808,6 +829,7 @@ _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
 _bwd_input_gemm = _Launcher(_bwd_input_gemm_kernel, _bwd_input_gemm_tuned, n_tensors=3)
 _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
 _bwd_weight_wide = _Launcher(_bwd_weight_kernel, _bwd_weight_wide_tuned, n_tensors=4)
+_channel_sum = _Launcher(_channel_sum_kernel, None, n_tensors=2)  # always launched with a fixed BLOCK_R
 
 
 def _next_pow2(n: int) -> int:
@@ -1125,8 +1147,25 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
 
 
 def grad_bias(grad_y: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
-    """grad_b (C_out,) = grad_y (N, C_out, OD, OH, OW) summed over batch and space (fp32 accumulation; torch's
-    deterministic reduction)."""
+    """grad_b (C_out,) = grad_y (N, C_out, OD, OH, OW) summed over batch and space, accumulated in fp32
+    (deterministic). channels_last_3d grad_y: split row sums of its [voxels, C_out] matrix (``_channel_sum_kernel``;
+    torch's column reduction took 0.051 ms for d's 33 MB of bf16 on an H200, kernel_notes.md v3g); otherwise torch's
+    sum, whose reduction along contiguous rows is its fast case."""
     acc_dtype = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
-    gb = grad_y.sum(dim=(0, 2, 3, 4), dtype=acc_dtype)
+    if is_channels_last(grad_y) and grad_y.numel() > 0:
+        c = grad_y.shape[1]
+        rows = grad_y.numel() // c
+        small = interpreter_active() or grad_y.device.type != "cuda"
+        block_c = 16 if small else min(64, _next_pow2(c))
+        block_r = 16 if small else _CHANNEL_SUM_TILE // block_c
+        most = 3 if small else 4 * _sm_count(grad_y.device.index)  # ~4 waves of programs on a GPU
+        chunk = _cdiv(_cdiv(rows, min(most, _cdiv(rows, 8 * block_r))), block_r) * block_r
+        splits = _cdiv(rows, chunk)
+        part = _empty((splits, c), device=grad_y.device, dtype=acc_dtype)
+        consts = {"BLOCK_C": block_c, "INDEX_64": _needs_int64(grad_y), "IS_FP64": acc_dtype == torch.float64}
+        _channel_sum(lambda meta: (splits, _cdiv(c, block_c)), (grad_y, part, rows, c, chunk), consts,
+                     {"BLOCK_R": block_r})
+        gb = part.sum(0) if splits > 1 else part[0]
+    else:
+        gb = grad_y.sum(dim=(0, 2, 3, 4), dtype=acc_dtype)
     return gb if gb.dtype == bias_dtype else gb.to(bias_dtype)
