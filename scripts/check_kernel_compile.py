@@ -2,11 +2,15 @@
 autotune configuration, in fp32 (TF32) and bf16: proof that every configuration compiles (the interpreter runs
 none of Triton's compiler passes) and fits a block's shared memory (measured, not estimated), as a pinned launch
 needs. Arguments are specialised as a launch on contiguous tensors would be (pointers and sizes 16-divisible, unit
-W strides). Run without ``TRITON_INTERPRET=1``:  python scripts/check_kernel_compile.py [--first]"""
+W strides, or unit channel strides for the channels_last_3d variants). ``--memory-ops`` also counts each compiled
+kernel's global-memory instructions in its PTX: whether loads are 16-byte and asynchronous (``cp.async``, which
+Triton pipelines) or scalar ``ld.global``, a prediction the interpreter cannot make.
+Run without ``TRITON_INTERPRET=1``:  python scripts/check_kernel_compile.py [--first] [--memory-ops]"""
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -52,13 +56,13 @@ KERNELS = [
     # no autotuner: grad_bias launches it with tiles of _CHANNEL_SUM_TILE elements, BLOCK_C 16 to 64
     (SimpleNamespace(fn=tk._channel_sum_kernel, configs=[
         triton.Config({"BLOCK_R": tk._CHANNEL_SUM_TILE // bc, "BLOCK_C": bc}) for bc in (16, 64)]),
-     {}, ("part_ptr",), ("M", "C", "CHUNK"), ()),
+     {}, ("part_ptr",), ("M", "CHUNK"), ()),
 ]
 
 
 def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints: tuple, unit_strides: tuple,
-                config: triton.Config, dtype: str) -> int:
-    """Shared memory (bytes) of ``tuner``'s kernel compiled for sm_90 with ``config`` on ``dtype`` tensors."""
+                config: triton.Config, dtype: str) -> triton.compiler.CompiledKernel:
+    """``tuner``'s kernel compiled for sm_90 with ``config`` on ``dtype`` tensors."""
     fn = tuner.fn
     values = {**constexprs, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
               "IS_FP32": dtype == "fp32", "PRECISION": "tf32", "UPCAST": False}
@@ -74,14 +78,24 @@ def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints:
             signature[name] = "i32"
         if name not in free_ints:
             attrs[(i,)] = [["tt.divisibility", 16]]
-    kernel = triton.compile(ASTSource(fn, signature, constexprs=consts, attrs=attrs), target=HOPPER,
-                            options={"num_warps": config.num_warps, "num_stages": config.num_stages})
-    return kernel.metadata.shared
+    return triton.compile(ASTSource(fn, signature, constexprs=consts, attrs=attrs), target=HOPPER,
+                          options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+
+
+def memory_ops(ptx: str) -> str:
+    """Counts of the global-memory instructions in ``ptx`` by opcode and width, e.g. 'cp.async.cg.shared.global 15,
+    ld.global.b16 40, st.global.v4.b32 4'."""
+    counts: dict[str, int] = {}
+    for op in re.findall(r"\b(?:ld\.global|st\.global|cp\.async\.c[ag]\.shared\.global)[\w.]*", ptx):
+        counts[op] = counts.get(op, 0) + 1
+    return ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first", action="store_true", help="only each autotuner's first configuration")
+    parser.add_argument("--memory-ops", action="store_true",
+                        help="also print each kernel's global loads and stores by width (from its PTX)")
     args = parser.parse_args()
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("unset TRITON_INTERPRET: the interpreter compiles nothing", file=sys.stderr)
@@ -96,14 +110,16 @@ def main() -> int:
             for dtype in ("fp32", "bf16"):
                 label = f"{tuner.fn.__name__} {dtype} {'CL ' if unit_strides == CL_UNIT else ''}{config}"
                 try:
-                    shared = compile_one(tuner, constexprs, fp32_ptrs, free_ints, unit_strides, config, dtype)
+                    kernel = compile_one(tuner, constexprs, fp32_ptrs, free_ints, unit_strides, config, dtype)
                 except Exception as error:  # noqa: BLE001 (every compiler error is a finding)
                     failures.append(f"{label}: {type(error).__name__}: {str(error)[:300]}")
                     continue
+                shared = kernel.metadata.shared
                 worst = max(worst, shared)
                 if shared > SHARED_MEMORY_LIMIT:
                     failures.append(f"{label}: needs {shared} B of shared memory")
-                print(f"{shared:>8} B  {label}", flush=True)
+                ops = f"\n          {memory_ops(kernel.asm['ptx'])}" if args.memory_ops else ""
+                print(f"{shared:>8} B  {label}{ops}", flush=True)
     print(f"largest {worst} B; {len(failures)} failures; {time.perf_counter() - start:.0f} s")
     for failure in failures:
         print("FAILED", failure)

@@ -459,22 +459,29 @@ def test_forward_is_phase_gemm_for_dilation_1_and_a_layout_it_stores_in_runs(mem
     assert triton_kernels.forward_is_phase_gemm(x, stride, dilation, groups) is phase_gemm
 
 
-@pytest.mark.parametrize("shape, dtype", [((2, 20, 3, 5, 7), torch.float32), ((1, 5, 4, 3, 2), torch.bfloat16),
-                                          ((1, 3, 2, 2, 2), torch.float64), ((1, 3, 9, 8, 5), torch.float32)])
+@pytest.mark.parametrize("shape, dtype, summed_by_kernel", [
+    ((2, 20, 3, 5, 7), torch.float32, True), ((1, 40, 4, 3, 2), torch.bfloat16, True),
+    ((1, 8, 2, 2, 3), torch.float64, True), ((1, 16, 9, 8, 5), torch.float32, True),
+    ((1, 16, 3, 4, 5), torch.bfloat16, False), ((2, 3, 2, 3, 2), torch.float32, False)])
 @pytest.mark.parametrize("int64", [False, True])
-def test_grad_bias_of_channels_last_grad_output_matches_float64_sum(shape, dtype, int64: bool,
+def test_grad_bias_of_channels_last_grad_output_matches_float64_sum(shape, dtype, summed_by_kernel: bool,
+                                                                     int64: bool,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """grad_bias of a channels_last_3d grad_output runs the split channel-sum kernel (two channel tiles for 20
-    channels, several row splits, a ragged last split, int64 offsets)."""
+    """grad_bias of a channels_last_3d grad_output: the split channel-sum kernel where a voxel holds >= 64 bytes of
+    channels (two channel tiles for 20 and 40 channels, three row splits with a ragged last one for 360 voxels,
+    int64 offsets), torch's sum below that."""
     if int64:
         monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)
+    launches = []
+    monkeypatch.setattr(triton_kernels, "_channel_sum",
+                        lambda *args, launch=triton_kernels._channel_sum: launches.append(1) or launch(*args))
     gy = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     gy_d = gy.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last_3d)
     assert triton_kernels.is_channels_last(gy_d)
     gb = triton_kernels.grad_bias(gy_d, torch.float32)
-    ref = gy_d.double().sum(dim=(0, 2, 3, 4))
+    assert bool(launches) is summed_by_kernel
     assert gb.dtype == torch.float32 and gb.shape == (shape[1],)
-    assert _rel(gb, ref) <= 1e-5  # fp32 accumulation of the same values
+    assert _rel(gb, gy_d.double().sum(dim=(0, 2, 3, 4))) <= 1e-5  # fp32 accumulation of the same values
 
 
 @pytest.mark.parametrize("w, width", [(96, 32), (64, 64), (12, 4), (40, 8), (100, 16), (1, 1), (7, 8), (3, 4)])

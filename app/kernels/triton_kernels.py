@@ -730,6 +730,10 @@ _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FIXED_PHASE_PAIRS = {"ALL_PAIRS": True}  # the phase GEMM's pair loop under the interpreter and in fp64
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
 _CHANNEL_SUM_TILE = 4096  # elements of grad_bias's [rows, channels] tile on a GPU (32 fp32 registers per thread)
+# On an H200 (graphed, kernel_notes.md v3g) the channel-sum kernel took 0.030 / 0.037 ms against torch's 0.050 /
+# 0.059 on d's grad_output (32 channels, bf16 / fp32: 64 / 128-byte voxels) and 0.136 against 0.140 on c's (16
+# channels, fp32), but 0.114 against 0.092 on c's in bf16 (32-byte voxels): narrower voxels keep torch's sum.
+_CHANNEL_SUM_MIN_ROW_BYTES = 64
 
 
 def _smallest(block: str, configs: list[triton.Config]) -> int:
@@ -1148,11 +1152,11 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
 
 def grad_bias(grad_y: torch.Tensor, bias_dtype: torch.dtype) -> torch.Tensor:
     """grad_b (C_out,) = grad_y (N, C_out, OD, OH, OW) summed over batch and space, accumulated in fp32
-    (deterministic). channels_last_3d grad_y: split row sums of its [voxels, C_out] matrix (``_channel_sum_kernel``;
-    torch's column reduction took 0.051 ms for d's 33 MB of bf16 on an H200, kernel_notes.md v3g); otherwise torch's
-    sum, whose reduction along contiguous rows is its fast case."""
+    (deterministic). A channels_last_3d grad_y whose voxels hold at least ``_CHANNEL_SUM_MIN_ROW_BYTES`` of channels:
+    split row sums of its [voxels, C_out] matrix (``_channel_sum_kernel``); otherwise torch's sum."""
     acc_dtype = torch.float64 if grad_y.dtype == torch.float64 else torch.float32
-    if is_channels_last(grad_y) and grad_y.numel() > 0:
+    row_bytes = grad_y.shape[1] * grad_y.element_size()
+    if is_channels_last(grad_y) and row_bytes >= _CHANNEL_SUM_MIN_ROW_BYTES and grad_y.numel() > 0:
         c = grad_y.shape[1]
         rows = grad_y.numel() // c
         small = interpreter_active() or grad_y.device.type != "cuda"
