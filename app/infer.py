@@ -11,6 +11,7 @@ result atomically; a failing file is reported and skipped, the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import json
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,14 +329,28 @@ def _check_uncertainty_names(jobs: list[tuple[Path, Path]]) -> None:
                                  "choose another output folder")
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written there, before any expensive work."""
+def check_writable(folder: Path) -> Path | None:
+    """Create ``folder`` if needed and prove a file can be written there, before any expensive work. Returns the
+    outermost folder this created (None if ``folder`` existed), for ``remove_empty_folders``."""
+    created = next((p for p in reversed((folder, *folder.parents)) if not p.exists()), None)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", suffix=".partial"):
             pass
     except OSError as exc:
         raise InferenceError(f"output folder {folder}: not writable ({exc.strerror or exc})") from exc
+    return created
+
+
+def remove_empty_folders(tops: Iterable[Path]) -> None:
+    """Remove each of ``tops`` and the folders under it, deepest first, where they are empty: what a run that wrote
+    nothing leaves of the output folders it created."""
+    for top in tops:
+        for folder in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def check_free_space(path: Path, n_voxels: int) -> None:
@@ -380,15 +395,26 @@ def run(cfg: DictConfig) -> tuple[dict[str, int], dict[str, Any]]:
     """Plan, validate and run a job; returns ({"written", "skipped", "failed"}, {"records", "meta"}).
 
     Raises (before any file is processed) ``InferenceError``/``ValueError`` for a bad configuration,
-    checkpoint, input spec or output folder. Per-file failures are recorded, printed and counted.
+    checkpoint, input spec or output folder. Per-file failures are recorded, printed and counted. Output folders
+    this run created are removed again if it wrote nothing.
     """
     check_nan_policy(cfg.nan_policy)
     check_tta(cfg.tta, cfg.uncertainty)
     jobs = plan_jobs(str(cfg.input), str(cfg.output))
     if cfg.uncertainty:
         _check_uncertainty_names(jobs)
-    for folder in sorted({dst.parent for _, dst in jobs}):
-        check_writable(folder)
+    created = [top for top in (check_writable(folder) for folder in sorted({dst.parent for _, dst in jobs})) if top]
+    counts: dict[str, int] = {"written": 0}
+    try:
+        counts, result = _run_jobs(cfg, jobs)
+    finally:
+        if not counts["written"]:
+            remove_empty_folders(created)
+    return counts, result
+
+
+def _run_jobs(cfg: DictConfig, jobs: list[tuple[Path, Path]]) -> tuple[dict[str, int], dict[str, Any]]:
+    """``run`` after the checks: load the model, super-resolve each (input, output) job that is not done yet."""
     model, meta = load_sr_model(resolve_checkpoint(cfg.ckpt, cfg.scale, cfg.models_dir), map_location="cpu")
     window = window_settings(cfg, meta)
     model = model.to(window.device).eval()

@@ -179,7 +179,17 @@ def test_malicious_pickle_checkpoint_is_refused(tmp_path):
 def test_no_ckpt_and_no_shipped_model(tmp_path):
     src = write_nifti(tmp_path / "a.nii.gz", smooth_volume((4, 4, 4)))
     with pytest.raises(infer.InferenceError, match="no ckpt= given and no shipped model"):
-        infer.run(infer_cfg(input=src, output=tmp_path / "out", models_dir=tmp_path))
+        infer.run(infer_cfg(input=src, output=tmp_path / "out" / "sr", models_dir=tmp_path))
+    assert not (tmp_path / "out").exists()  # the output folders it had created are gone again
+
+
+def test_a_run_that_writes_nothing_removes_only_the_folders_it_created(tmp_path, ckpt):
+    (tmp_path / "bad.nii.gz").write_bytes(b"")
+    counts, _ = infer.run(infer_cfg(input=tmp_path / "bad.nii.gz", output=tmp_path / "new" / "sr", ckpt=ckpt))
+    assert counts["failed"] == 1 and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    counts, _ = infer.run(infer_cfg(input=tmp_path / "bad.nii.gz", output=tmp_path / "mine" / "sr", ckpt=ckpt))
+    assert counts["failed"] == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "sr").exists()
 
 
 def test_shipped_model_is_found_by_scale(tmp_path, ckpt):
@@ -256,7 +266,7 @@ def test_cli_bad_file_one_line_nonzero_exit(tmp_path, ckpt):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"FAILED {tmp_path / 'bad.nii.gz'}: empty file" in proc.stdout
-    assert not (tmp_path / "out" / "bad.nii.gz").exists() and _partials(tmp_path) == []
+    assert not (tmp_path / "out").exists() and _partials(tmp_path) == []
     proc = _cli(f"input={tmp_path / 'bad.nii.gz'}", f"output={tmp_path / 'out'}", f"ckpt={tmp_path / 'none.ckpt'}")
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such file" in proc.stderr
     proc = _cli(f"input={tmp_path / 'bad.nii.gz'}", f"output={tmp_path / 'out'}", f"ckpt={tmp_path / 'none.ckpt'}",
@@ -274,7 +284,7 @@ def test_full_disk_fails_the_file_before_inference(tmp_path, ckpt, monkeypatch):
     monkeypatch.setattr(infer, "super_resolve_volume", lambda *a, **k: pytest.fail("inference ran on a full disk"))
     counts, objects = infer.run(infer_cfg(input=src, output=tmp_path / "out", ckpt=ckpt))
     assert counts["failed"] == 1 and "MiB free" in objects["records"][0]["error"]
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nothing written: the folder it created is removed again
 
 
 # --- test-time flip averaging and the uncertainty map -------------------------------------------------------------
