@@ -10,11 +10,13 @@ phase r iff (r + p − k·d) ≡ 0 (mod s), and then reads input q + (r + p − 
 implicit GEMM over its own taps only (no dead taps, no division of a gathered index); its K loop is one flat
 (tap, C_in block) loop, which Triton software-pipelines. kernel == stride with no padding/dilation (the U-Net's
 upsampling) is one plain GEMM instead, x (N·D·H·W × C_in) @ w (C_in × C_out·taps), over boxes of input positions
-whose tile is regrouped to store runs of consecutive output voxels (``_fwd_gemm_kernel``). Other NCDHW geometries
-with dilation 1 and sW a power of 2 run the phase GEMM (``_fwd_phase_gemm_kernel``): per (D, H) phase pair one GEMM
-over its taps and all W input shifts, stored in the same runs. grad_input is a strided conv3d of grad_y with the same
-flat K loop. grad_weight is one GEMM over all taps for every geometry (x read once per column tile, not once per
-tap), which also sums grad_bias in the GEMM geometry.
+whose tile is regrouped to store runs of consecutive output voxels (``_fwd_gemm_kernel``). The other geometries
+with dilation 1 run the phase GEMM (``_fwd_phase_gemm_kernel``): per (D, H) phase pair one GEMM over its taps and
+all W input shifts, stored in the same runs along W (NCDHW, sW a power of 2) or as runs of channels
+(channels_last_3d, groups 1; this includes kernel == stride on channels_last_3d). grad_input is a strided conv3d of
+grad_y with the same flat K loop. grad_weight is one GEMM over all taps for every geometry (x read once per column
+tile, not once per tap), which also sums grad_bias in the GEMM geometry; a channels_last_3d grad_y's grad_bias is
+otherwise a split channel sum (``_channel_sum_kernel``).
 
 Every tensor is addressed through its strides, so NCDHW, channels_last_3d and non-contiguous views need no
 copy. Offsets are int32 unless a tensor spans 2^31 elements or more (then INDEX_64 switches to int64).
