@@ -1004,17 +1004,16 @@ def _box_gemm_launch(slabs: int, h: int, w: int, groups: int, columns: int,
 
 
 def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tensor, y: torch.Tensor, stride: Triple,
-                        padding: Triple, groups: int, flags: dict) -> None:
+                        padding: Triple, groups: int, flags: dict, y_channels_last: bool) -> None:
     """y (N, C_out, OD, OH, OW) written by the phase GEMM from x (N, C_in, D, H, W) in any layout, weight
     (C_in, C_out/g, kD, kH, kW) in any layout (``phase_weight`` copies it), dilation 1 (``forward_is_phase_gemm``).
-    y is NCDHW or, with groups 1, channels_last_3d."""
+    y is NCDHW, or allocated channels_last_3d when ``y_channels_last`` (groups 1: a voxel's column (rW, co) is at
+    offset rW·C_out + co)."""
     n, c_in = x.shape[:2]
     c_out_g, kernel = weight.shape[1], tuple(weight.shape[2:])
     od, oh, ow = y.shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
-    # channels_last_3d as allocated (whatever the size-1 dims): column (rW, co) of a voxel is at offset rW·C_out + co
-    y_cl = groups == 1 and y.stride(1) == 1 and y.stride(4) == c_out_g
-    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=y_cl)
+    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=y_channels_last)
     w_p2, h_p2 = _box_width(qw), _next_pow2(qh)
     columns, pairs = c_out_g * stride[2], stride[0] * stride[1]
 
@@ -1025,7 +1024,7 @@ def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tens
             *x.stride(), *y.stride())
     consts = {**_geometry(kernel, stride, padding, None), **{f"U{axis}": u for axis, (_, u) in zip("DHW", shifts)},
               **{f"U{axis}_MAX": u_max for axis, (u_max, _) in zip("DHW", shifts)}, "W_P2": w_p2, "H_P2": h_p2,
-              "Y_CL": y_cl, "W_EXACT": ow == qw * stride[2], **flags}
+              "Y_CL": y_channels_last, "W_EXACT": ow == qw * stride[2], **flags}
     fixed = _fixed_gemm_config(x.dtype)
     _fwd_phase_gemm(grid, args, consts, fixed and {**fixed, **_FIXED_PHASE_PAIRS})
 
@@ -1053,7 +1052,8 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
         _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
         return y
     if forward_is_phase_gemm(x, stride, dilation, groups):
-        _phase_gemm_forward(x, weight, b_arg, y, stride, padding, groups, flags)
+        _phase_gemm_forward(x, weight, b_arg, y, stride, padding, groups, flags,
+                            y_channels_last=fmt == torch.channels_last_3d)
         return y
     od, oh, ow = out_shape[2:]
     qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
