@@ -34,9 +34,20 @@ U_MAX, U = tk._phase_shifts(4, 2, 1)
 PHASE_K4S2P1 = dict(**tk._geometry((4, 4, 4), (2, 2, 2), (1, 1, 1), None), **{f"U{a}": U for a in "DHW"},
                     **{f"U{a}_MAX": U_MAX for a in "DHW"})
 WGRAD = dict(**K2S2, TAP_FASTEST=True, IN_BOUNDS=True, SUM_BIAS=True, BOXES=True, W_P2=16, H_P2=16)
+WGRAD_TMA_GEOMETRY = ("KD", "KH", "SD", "SH", "PD", "PH", "UW", "UD_MAX", "UH_MAX", "UW_MAX")
+# TMA descriptor arguments per kernel: their block shapes from the constexprs
+DESC_BLOCKS = {
+    "_fwd_phase_tma_kernel": {"x_desc": lambda v: [1, 1, v["BOX_H"], v["BOX_W"], v["BLOCK_K"]],
+                              "w_desc": lambda v: [v["BLOCK_K"], v["BLOCK_N"]],
+                              "y_desc": lambda v: [1, v["BOX_H"], 1, v["BOX_W"], v["BLOCK_N"]]},
+    "_bwd_weight_tma_kernel": {"x_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_CI"]],
+                               "g_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_N"]]},
+}
+FWD_TMA = dict(KD=4, KH=4, SD=2, SH=2, PD=1, PH=1, UD=U, UH=U, UW=U, UD_MAX=U_MAX, UH_MAX=U_MAX, UW_MAX=U_MAX,
+               HAS_BIAS=True, BOX_H=4, BOX_W=32)
 WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
 NCDHW_UNIT = ("sxw", "syw", "sgw", "sww")  # W strides of NCDHW tensors (and of a weight's last axis)
-CL_UNIT = ("sxc", "syc")  # channel strides of channels_last_3d x and y
+CL_UNIT = ("sxc", "syc", "sgc")  # channel strides of channels_last_3d x, y and grad_y
 # (autotuner, constexprs besides dtype flags and its configurations' block sizes, fp32 pointers, unsplit ints,
 #  unit strides)
 KERNELS = [
@@ -53,6 +64,10 @@ KERNELS = [
      WGRAD_INTS, NCDHW_UNIT),
     (tk._bwd_weight_wide_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
      WGRAD_POINTERS, WGRAD_INTS, NCDHW_UNIT),
+    (tk._fwd_phase_tma_tuned, FWD_TMA, (), (), ()),  # BLOCK_N, BLOCK_K: added per dtype in compile_one
+    (tk._bwd_weight_tma_tuned, dict(**{k: v for k, v in PHASE_K4S2P1.items() if k in WGRAD_TMA_GEOMETRY},
+                                    **dict(zip(("BLOCK_CI", "BLOCK_N", "BLOCK_W"), tk._WGRAD_TMA_TILE))),
+     ("part_ptr",), ("STEPS", "CHUNK"), ()),
     # no autotuner: grad_bias launches it with tiles of _CHANNEL_SUM_TILE elements, BLOCK_C 16 to 64
     (SimpleNamespace(fn=tk._channel_sum_kernel, configs=[
         triton.Config({"BLOCK_R": tk._CHANNEL_SUM_TILE // bc, "BLOCK_C": bc}) for bc in (16, 64)]),
@@ -66,11 +81,16 @@ def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints:
     fn = tuner.fn
     values = {**constexprs, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
               "IS_FP32": dtype == "fp32", "PRECISION": "tf32", "UPCAST": False}
+    if tuner is tk._fwd_phase_tma_tuned:  # the host's widest tiles (BLOCK_K halved in fp32)
+        values.update(BLOCK_N=tk._FWD_TMA_TILE[1], BLOCK_K=tk._FWD_TMA_TILE[2] // (2 if dtype == "fp32" else 1))
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in values or name in unit_strides:
             signature[name] = "constexpr"
             consts[(i,)] = values.get(name, 1)
+            continue
+        if name in DESC_BLOCKS.get(fn.__name__, {}):
+            signature[name] = f"tensordesc<{dtype}{DESC_BLOCKS[fn.__name__][name](values)}>"
             continue
         if name.endswith("_ptr"):
             signature[name] = "*fp32" if dtype == "fp32" or name in fp32_ptrs else "*bf16"
@@ -86,7 +106,8 @@ def memory_ops(ptx: str) -> str:
     """Counts of the global-memory instructions in ``ptx`` by opcode and width, e.g. 'cp.async.cg.shared.global 15,
     ld.global.b16 40, st.global.v4.b32 4'."""
     counts: dict[str, int] = {}
-    for op in re.findall(r"\b(?:ld\.global|st\.global|cp\.async\.c[ag]\.shared\.global)[\w.]*", ptx):
+    for op in re.findall(r"\b(?:ld\.global|st\.global|cp\.async\.c[ag]\.shared\.global|cp\.async\.bulk\.tensor)[\w.:]*",
+                         ptx):
         counts[op] = counts.get(op, 0) + 1
     return ", ".join(f"{op} {n}" for op, n in sorted(counts.items()))
 

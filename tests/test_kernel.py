@@ -499,3 +499,113 @@ def test_every_kernel_configuration_compiles_for_hopper_and_fits_shared_memory()
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "; 0 failures;" in result.stdout
+
+
+# (N, C_in, C_out, input size, kernel, stride, padding, output_padding, dtype): under the interpreter the TMA tiles
+# are 16 channels × 16 columns × 16 positions, so C_in 64 takes four tiles, 40 columns three and W runs of 5, 7 and
+# 20 positions one ragged step.
+TMA_CASES = [
+    (2, 64, 8, (3, 4, 5), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), torch.bfloat16),
+    (1, 64, 20, (3, 4, 7), (4, 4, 4), (2, 2, 2), (1, 1, 1), (0, 0, 0), torch.float16),
+    (1, 64, 8, (3, 4, 10), (3, 2, 5), (2, 3, 2), (0, 1, 2), (1, 0, 1), torch.bfloat16),
+    (1, 64, 8, (2, 3, 4), (5, 5, 5), (3, 3, 3), (2, 2, 2), (0, 1, 2), torch.float16),
+]
+
+
+@pytest.mark.parametrize("n, c_in, c_out, size, kernel, stride, padding, output_padding, dtype", TMA_CASES)
+def test_grad_weight_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride, padding, output_padding, dtype,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """grad_weight of channels_last_3d x and grad_y through the TMA phase kernel (several C_in and column tiles,
+    ragged W runs, taps outside the kernel on some W phases, stride 3) against float64 torch."""
+    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs a Hopper GPU")
+    launches = []
+    monkeypatch.setattr(triton_kernels, "_bwd_weight_tma",
+                        lambda *args, launch=triton_kernels._bwd_weight_tma: launches.append(1) or launch(*args))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
+    w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
+    out = [(i - 1) * s - 2 * p + k + op for i, s, p, k, op in zip(size, stride, padding, kernel, output_padding)]
+    gy = torch.randn(n, c_out, *out, generator=gen, dtype=torch.float64)
+    ref = torch.ops.aten.convolution_backward(gy, x, w, None, stride, padding, (1, 1, 1), True, output_padding, 1,
+                                              (False, True, False))[1]
+    cl = torch.channels_last_3d
+    x_d, gy_d = (t.to(DEVICE, dtype).contiguous(memory_format=cl) for t in (x, gy))
+    gw, gb = triton_kernels.grad_weight(x_d, gy_d, w.shape, dtype, None, stride, padding, (1, 1, 1), 1, "ieee")
+    assert launches and gb is None
+    assert gw.dtype == dtype and gw.shape == w.shape and gw.is_contiguous()
+    assert _rel(gw, ref) <= BOUNDS[dtype]
+
+
+@pytest.mark.parametrize("change, uses_tma", [
+    ({}, True), ({"dtype": torch.float16}, True), ({"groups": 2}, False),
+    ({"memory_format": torch.contiguous_format}, False), ({"out_w": 11}, False), ({"c_in": 32}, False),
+    ({"c_in": 68}, False), ({"dtype": torch.float32}, False), ({"dilation": 2}, False),
+    ({"out_w": 8, "kernel": 2, "padding": 0}, False)])
+def test_grad_weight_takes_tma_for_aligned_channels_last_dilation_1(change: dict, uses_tma: bool) -> None:
+    """The TMA grad_weight needs groups 1, dilation 1, channels_last_3d tensors, OW a multiple of sW, 16-bit floats,
+    C_in >= 64 in 16-byte runs (68 in bf16 is 136 bytes), and not the GEMM geometry (kernel = stride: 4 -> 8)."""
+    c = {"groups": 1, "memory_format": torch.channels_last_3d, "out_w": 10, "c_in": 64, "dtype": torch.bfloat16,
+         "dilation": 1, "kernel": 3, "padding": 1, **change}
+    fmt = c["memory_format"]
+    x = torch.empty((1, c["c_in"], 4, 4, 4), dtype=c["dtype"]).contiguous(memory_format=fmt)
+    gy = torch.empty((1, 8, 8, 8, c["out_w"]), dtype=c["dtype"]).contiguous(memory_format=fmt)
+    three = lambda v: (v,) * 3  # noqa: E731
+    gemm = triton_kernels.is_gemm_geometry(three(c["kernel"]), three(2), three(c["padding"]), three(c["dilation"]),
+                                           x.shape[2:], gy.shape[2:])
+    if not triton_kernels.interpreter_active():
+        pytest.skip("routing of the interpreter (a GPU also needs compute capability 9)")
+    assert triton_kernels.grad_weight_uses_tma(x, gy, three(2), three(c["dilation"]), c["groups"], gemm) is uses_tma
+
+
+# (N, C_in, C_out, input size, kernel, stride, padding, output_padding, dtype, bias): under the interpreter the TMA
+# forward's tiles are 16 positions (a box of 2 × 8 or 4 × 4) × 16 columns × 16 input channels, so 20 input channels
+# take two K blocks, 40 columns three tiles, and W runs of 5 and 10 a ragged box.
+TMA_FORWARD_CASES = [
+    (2, 16, 8, (3, 4, 5), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), torch.float32, True),
+    (1, 20, 20, (3, 5, 7), (4, 4, 4), (2, 2, 2), (1, 1, 1), (0, 0, 0), torch.float32, True),
+    (1, 8, 8, (3, 4, 10), (3, 2, 4), (2, 3, 2), (0, 1, 1), (1, 0, 0), torch.bfloat16, True),
+    (1, 16, 16, (2, 3, 4), (5, 5, 5), (3, 3, 3), (2, 2, 2), (2, 2, 2), torch.float16, False),
+    (2, 32, 8, (3, 4, 5), (2, 2, 2), (2, 2, 2), (0, 0, 0), (0, 0, 0), torch.float32, True),
+]
+
+
+@pytest.mark.parametrize("n, c_in, c_out, size, kernel, stride, padding, output_padding, dtype, bias",
+                         TMA_FORWARD_CASES)
+def test_forward_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride, padding, output_padding, dtype, bias,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channels_last_3d forward through the TMA phase GEMM (several K blocks and column tiles, ragged boxes,
+    zero taps on some W phases, stride 3, kernel = stride, bias on and off) against float64 torch; y keeps
+    channels_last_3d."""
+    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs a Hopper GPU")
+    launches = []
+    monkeypatch.setattr(triton_kernels, "_fwd_phase_tma",
+                        lambda *args, launch=triton_kernels._fwd_phase_tma: launches.append(1) or launch(*args))
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
+    w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
+    b = torch.randn(c_out, generator=gen, dtype=torch.float64) if bias else None
+    ref = F.conv_transpose3d(x, w, b, stride, padding, output_padding)
+    x_d = x.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last_3d)
+    y = conv_transpose3d(x_d, w.to(DEVICE, dtype), None if b is None else b.to(DEVICE, dtype), stride, padding,
+                         output_padding)
+    assert launches and triton_kernels.is_channels_last(y)
+    assert _rel(y, ref) <= BOUNDS[dtype]
+
+
+@pytest.mark.parametrize("change, uses_tma", [
+    ({}, True), ({"dtype": torch.bfloat16}, True), ({"groups": 2}, False), ({"dilation": 2}, False),
+    ({"memory_format": torch.contiguous_format}, False), ({"out_w": 11}, False), ({"c_in": 6}, False),
+    ({"c_out": 5}, False), ({"dtype": torch.float64}, False)])
+def test_forward_takes_tma_for_aligned_channels_last_dilation_1(change: dict, uses_tma: bool) -> None:
+    """The TMA forward needs channels_last_3d x, groups 1, dilation 1, output sizes that are multiples of the stride,
+    16-byte multiples of channels per voxel (fp32: C_in 6 is 24 bytes, sW·C_out = 2 · 5 is 40), and no fp64."""
+    c = {"groups": 1, "memory_format": torch.channels_last_3d, "out_w": 10, "c_in": 8, "c_out": 8,
+         "dtype": torch.float32, "dilation": 1, **change}
+    x = torch.empty((1, c["c_in"], 4, 4, 5), dtype=c["dtype"]).contiguous(memory_format=c["memory_format"])
+    if not triton_kernels.interpreter_active():
+        pytest.skip("routing of the interpreter (a GPU also needs compute capability 9)")
+    got = triton_kernels.forward_uses_tma(x, (8, 8, c["out_w"]), (2, 2, 2), (c["dilation"],) * 3, c["groups"],
+                                          c["c_out"])
+    assert got is uses_tma

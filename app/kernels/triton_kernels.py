@@ -18,6 +18,11 @@ grad_y with the same flat K loop. grad_weight is one GEMM over all taps for ever
 tile, not once per tap), which also sums grad_bias in the GEMM geometry; a channels_last_3d grad_y's grad_bias is
 otherwise a split channel sum (``_channel_sum_kernel``).
 
+On Hopper, channels_last_3d tensors with 16-byte channel runs take TMA kernels: tensor descriptors (up to 5D) move
+every tile, their zero fill for out-of-range coordinates replaces the padding masks and their clipped stores the
+output bounds, so the loops carry no per-element address arithmetic (``_fwd_phase_tma_kernel``, the forward's phase
+GEMM; ``_bwd_weight_tma_kernel``, its adjoint for grad_weight).
+
 Every tensor is addressed through its strides, so NCDHW, channels_last_3d and non-contiguous views need no
 copy. Offsets are int32 unless a tensor spans 2^31 elements or more (then INDEX_64 switches to int64).
 Accumulation is fp32 (fp64 for fp64 inputs).
@@ -34,6 +39,7 @@ import triton
 import triton.language as tl
 from triton import knobs
 from triton.runtime.autotuner import Autotuner
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 Triple = tuple[int, int, int]
 _INT32_LIMIT = 2**31
@@ -462,6 +468,57 @@ def _fwd_phase_gemm_kernel(
 
 
 @triton.jit
+def _fwd_phase_tma_kernel(
+    x_desc, w_desc, y_desc, b_ptr,
+    QD, QH, QW, OD, C_IN, C_OUT, N_COLS,
+    KD: tl.constexpr, KH: tl.constexpr, SD: tl.constexpr, SH: tl.constexpr, PD: tl.constexpr, PH: tl.constexpr,
+    UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr,
+    UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr, HAS_BIAS: tl.constexpr,
+    IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BOX_H: tl.constexpr, BOX_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The phase GEMM (``_fwd_phase_gemm_kernel``) on channels_last_3d x and y, groups 1, OD/OH/OW multiples of the
+    stride, with every tile moved by TMA (no per-element address or bound arithmetic: out-of-range reads are zeros,
+    out-of-range writes are dropped). x_desc: x as (N, D, H, W, C_in), blocks [1, 1, BOX_H, BOX_W, BLOCK_K];
+    w_desc: ``phase_weight`` (w_phase_major) as [(sD, sH, UD, UH, UW, C_in) rows, sW·C_out columns], blocks
+    [BLOCK_K, BLOCK_N] (rows past one shift's C_in meet zero x channels); y_desc: y as (N·OD, QH, sH, QW, sW·C_out),
+    blocks [1, BOX_H, 1, BOX_W, BLOCK_N]. A program computes a BOX_H × BOX_W box of positions q of one (n, q_d) ×
+    BLOCK_N (rW, co) columns of one (rd, rh) phase pair. Grid (N·QD · H boxes · W boxes, sD·sH · column tiles)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    w_boxes = tl.cdiv(QW, BOX_W)
+    h_boxes = tl.cdiv(QH, BOX_H)
+    q_w0 = pid_m % w_boxes * BOX_W
+    q_h0 = pid_m // w_boxes % h_boxes * BOX_H
+    slab = pid_m // (w_boxes * h_boxes)
+    n = slab // QD
+    q_d = slab % QD
+    col_tiles = tl.cdiv(N_COLS, BLOCK_N)
+    col0 = pid_n % col_tiles * BLOCK_N
+    pair = pid_n // col_tiles
+    rd = pair // SH
+    rh = pair % SH
+    vd0, td = _phase_range(rd, KD, SD, PD, UD_MAX)
+    vh0, th = _phase_range(rh, KH, SH, PH, UH_MAX)
+    k_blocks = tl.cdiv(C_IN, BLOCK_K)
+    acc = _zero_acc(BOX_H * BOX_W, BLOCK_N, IS_FP64)
+    for it in range(0, td * th * UW * k_blocks):
+        shift = it // k_blocks
+        k0 = (it - shift * k_blocks) * BLOCK_K
+        vw = shift % UW
+        vh = vh0 + shift // UW % th
+        vd = vd0 + shift // (UW * th)
+        a = x_desc.load([n, q_d + UD_MAX - vd, q_h0 + UH_MAX - vh, q_w0 + UW_MAX - vw, k0])
+        b = w_desc.load([(((pair * UD + vd) * UH + vh) * UW + vw) * C_IN + k0, col0])
+        acc = _mma(acc, a.reshape(BOX_H * BOX_W, BLOCK_K), b, IS_FP64, IS_FP32, PRECISION, UPCAST)
+    if HAS_BIAS:  # column (rW, co) takes bias[co]
+        col = col0 + tl.arange(0, BLOCK_N)
+        acc += tl.load(b_ptr + col % C_OUT, mask=col < N_COLS, other=0.0).to(acc.dtype)[None, :]
+    y_desc.store([n * OD + q_d * SD + rd, q_h0, rh, q_w0, col0],
+                 acc.to(y_desc.dtype).reshape(1, BOX_H, 1, BOX_W, BLOCK_N))
+
+
+@triton.jit
 def _bwd_input_kernel(
     g_ptr, w_ptr, gx_ptr,
     M, ID, IH, IW, OD, OH, OW, C_IN_G, C_OUT_G,
@@ -662,6 +719,61 @@ def _bwd_weight_kernel(
 
 
 @triton.jit
+def _bwd_weight_tma_kernel(
+    x_desc, g_desc, part_ptr,
+    STEPS, CHUNK, QD, QH, W_STEPS, C_IN, N_COLS,
+    KD: tl.constexpr, KH: tl.constexpr, SD: tl.constexpr, SH: tl.constexpr, PD: tl.constexpr, PH: tl.constexpr,
+    UW: tl.constexpr, UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr,
+    INDEX_64: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """Dilation 1, groups 1, x and grad_y channels_last_3d: split-K partial of the gradient of the phase GEMM's
+    weight (``phase_weight``), the forward's adjoint, with both tiles loaded by TMA (no per-element address or
+    bound arithmetic: out-of-range coordinates read zeros). x_desc: x as (N, D, H, W, C_in), blocks
+    [1, 1, 1, BLOCK_W, BLOCK_CI]; g_desc: grad_y as (N, OD, OH, QW, sW·C_out) (a voxel's channels of its W phases
+    are one row), blocks [1, 1, 1, BLOCK_W, BLOCK_N]. For a (kd, kh) tap (its phase pair (rd, rh) and input shifts
+    (vd, vh)) and a W input shift vw: part[z, kd, kh, vw, ci, (rW, co)] = sum over positions q of
+    x[n, ci, q + U_MAX − v] · grad_y[n, co, S·q + r], a GEMM [C_in] × [positions] @ [positions] × [(rW, co)]; the
+    (vw, rW) pairs whose W tap is outside the kernel are dropped by the caller. A step is a run of BLOCK_W
+    positions along W of one (n, q_d, q_h) row; split z sums steps [z·CHUNK, (z+1)·CHUNK) of STEPS =
+    N·QD·QH·W_STEPS. Grid (KD·KH·UW · C_in tiles · column tiles, splits). Deterministic."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    col_tiles = tl.cdiv(N_COLS, BLOCK_N)
+    ci_tiles = tl.cdiv(C_IN, BLOCK_CI)
+    col0 = pid % col_tiles * BLOCK_N
+    rest = pid // col_tiles
+    ci0 = rest % ci_tiles * BLOCK_CI
+    rest = rest // ci_tiles
+    vw = rest % UW
+    tap = rest // UW
+    lead_d: tl.constexpr = SD * UD_MAX - PD  # tap k = S·v + r − lead (``_phase_range``)
+    lead_h: tl.constexpr = SH * UH_MAX - PH
+    vd = (tap // KH + lead_d) // SD
+    rd = (tap // KH + lead_d) % SD
+    vh = (tap % KH + lead_h) // SH
+    rh = (tap % KH + lead_h) % SH
+    acc = _zero_acc(BLOCK_CI, BLOCK_N, IS_FP64)
+    start = split * CHUNK
+    for step in range(start, tl.minimum(start + CHUNK, STEPS)):
+        q_w = step % W_STEPS * BLOCK_W
+        t = step // W_STEPS
+        q_h = t % QH
+        t = t // QH
+        q_d = t % QD
+        n = t // QD
+        a = x_desc.load([n, q_d + UD_MAX - vd, q_h + UH_MAX - vh, q_w + UW_MAX - vw, ci0])
+        b = g_desc.load([n, q_d * SD + rd, q_h * SH + rh, q_w, col0])
+        acc = _mma(acc, tl.trans(a.reshape(BLOCK_W, BLOCK_CI)), b.reshape(BLOCK_W, BLOCK_N), IS_FP64, IS_FP32,
+                   PRECISION, UPCAST)
+    ci = ci0 + tl.arange(0, BLOCK_CI)
+    col = col0 + tl.arange(0, BLOCK_N)
+    base = _wide_mul(_wide_mul(split, KD * KH * UW, INDEX_64) + tap * UW + vw, C_IN, INDEX_64)
+    tl.store(part_ptr + (base + ci)[:, None] * N_COLS + col[None, :], acc,
+             mask=(ci < C_IN)[:, None] & (col < N_COLS)[None, :])
+
+
+@triton.jit
 def _channel_sum_kernel(g_ptr, part_ptr, M, C, CHUNK, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
                         INDEX_64: tl.constexpr, IS_FP64: tl.constexpr):
     """part[z, c] = sum over rows [z·CHUNK, (z+1)·CHUNK) of M of g[row, c], g a contiguous [M, C] (a
@@ -728,6 +840,24 @@ _WGRAD_WIDE_CONFIGS = [
     triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
     for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 3), (32, 8, 4)]
 ]
+# The phase GEMM by TMA (``_fwd_phase_tma_kernel``): tiles fixed by the host (the descriptors' block shapes):
+# BOX_H · BOX_W = _FWD_TMA_TILE[0] positions, BLOCK_N the next power of 2 of sW·C_out up to [1], BLOCK_K of C_in up
+# to [2] (half in fp32, so that 4 stages and the fp32 output tile fit in shared memory).
+# On an H200 (graphed, kernel_notes.md v3h; the phase GEMM's figures from v3g's probe, same card and versions), ms,
+# TMA against the phase GEMM on channels_last_3d: 2, 64 -> 32, 32^3, k4s2p1: bf16 0.090 / 0.113, fp32 0.257 / 0.260;
+# 1, 32 -> 16, 96^3, k3s2p1op1: bf16 0.305 / 0.314, fp32 0.395 / 0.566; 2, 64 -> 32, 64^3, k2s2: bf16 0.176 / 0.161,
+# fp32 0.300 / 0.367; 2, 256 -> 128, 16^3, k2s2: bf16 0.028 / 0.034, fp32 0.074 / 0.062.
+_FWD_TMA_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in [(4, 3), (8, 3), (4, 4), (8, 4)]]
+_FWD_TMA_TILE = (128, 128, 64)
+# grad_weight by TMA (``_bwd_weight_tma_kernel``): the tiles are fixed by the host (the descriptors' block shapes),
+# BLOCK_CI and BLOCK_N the next power of 2 of C_in and sW·C_out up to these, BLOCK_W the box width of QW up to 64.
+_WGRAD_TMA_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in [(4, 3), (8, 3), (4, 2), (8, 2)]]
+_WGRAD_TMA_TILE = (128, 128, 64)
+# On an H200 (graphed, kernel_notes.md v3h), against ``_bwd_weight_kernel`` on the same channels_last_3d tensors:
+# 2, 64 -> 32, 32^3, k4s2p1: bf16 0.115 ms against 0.219 (0.114 / 0.216 in a second run), fp32 0.627 against
+# 0.617; 1, 32 -> 16, 96^3, k3s2p1op1 (C_in 32: no 64-row tensor-core tile): bf16 0.642 against 0.371, fp32 0.865
+# against 0.606.
+_WGRAD_TMA_MIN_C_IN = 64
 _INTERPRETER_GEMM = {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}
 _FIXED_PHASE_PAIRS = {"ALL_PAIRS": True}  # the phase GEMM's pair loop under the interpreter and in fp64
 _FP64_GEMM = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 8}  # fp64 uses a broadcast-sum, not tensor cores
@@ -766,6 +896,18 @@ _WGRAD_KEY = [*_GEMM_KEY, "PD", "PH", "PW", "TAP_FASTEST", "IN_BOUNDS", "SUM_BIA
 _bwd_weight_tuned = triton.autotune(configs=_WGRAD_CONFIGS, key=_WGRAD_KEY)(_bwd_weight_kernel)
 _bwd_weight_wide_tuned = triton.autotune(configs=_WGRAD_WIDE_CONFIGS, key=_WGRAD_KEY)(_bwd_weight_kernel)
 
+
+_fwd_phase_tma_tuned = triton.autotune(
+    configs=_FWD_TMA_CONFIGS,
+    key=["KD", "KH", "SD", "SH", "PD", "PH", "UW", "UW_MAX", "BOX_H", "BOX_W", "BLOCK_N", "BLOCK_K", "HAS_BIAS",
+         "PRECISION"],
+)(_fwd_phase_tma_kernel)
+_bwd_weight_tma_tuned = triton.autotune(
+    configs=_WGRAD_TMA_CONFIGS,
+    key=["KD", "KH", "SD", "SH", "PD", "PH", "UW", "BLOCK_CI", "BLOCK_N", "BLOCK_W", "INDEX_64", "PRECISION"],
+)(_bwd_weight_tma_kernel)
+
+
 def _launch_hooks_active() -> bool:
     """Whether a Triton launch hook (a profiler such as Proton) is installed: such launches take Triton's path."""
     runtime = knobs.runtime
@@ -797,7 +939,7 @@ class _Launcher:
         tensors = args[:self.n_tensors]
         device = torch.cuda.current_device()
         key = (device, args[self.n_tensors:], tuple(consts.values()), fixed and tuple(fixed.values()),
-               tuple((t.dtype, t.data_ptr() % 16 == 0) for t in tensors))
+               tuple((t.dtype, t.data_ptr() % 16 == 0) for t in (getattr(t, "base", t) for t in tensors)))
         plan = self.plans.get(key)
         configs = self.tuned and self.tuned.configs
         if plan is None or plan[0] is not configs:
@@ -835,6 +977,8 @@ _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
 _bwd_input_gemm = _Launcher(_bwd_input_gemm_kernel, _bwd_input_gemm_tuned, n_tensors=3)
 _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
 _bwd_weight_wide = _Launcher(_bwd_weight_kernel, _bwd_weight_wide_tuned, n_tensors=4)
+_fwd_phase_tma = _Launcher(_fwd_phase_tma_kernel, _fwd_phase_tma_tuned, n_tensors=4)
+_bwd_weight_tma = _Launcher(_bwd_weight_tma_kernel, _bwd_weight_tma_tuned, n_tensors=3)
 _channel_sum = _Launcher(_channel_sum_kernel, None, n_tensors=2)  # always launched with a fixed BLOCK_R
 
 
@@ -924,10 +1068,11 @@ def is_gemm_geometry(kernel: Sequence[int], stride: Triple, padding: Triple, dil
 def forward_is_gemm(x: torch.Tensor, kernel: Sequence[int], stride: Triple, padding: Triple, dilation: Triple,
                     out_size: Sequence[int]) -> bool:
     """Whether the forward of x (N, C_in, D, H, W) runs as one GEMM (``_fwd_gemm_kernel``, weight in any layout):
-    the GEMM geometry with x not channels_last_3d. In channels_last_3d the phase GEMM (``forward_is_phase_gemm``)
-    writes channels_last_3d y: on an H200, 0.161 ms (bf16) / 0.367 ms (fp32 TF32) on 2, 64 -> 32, 64^3, k2s2,
-    against the NCDHW GEMM's 0.144 / 0.630 ms and the phase kernel's 0.410 / 0.717 ms on channels_last_3d;
-    0.034 / 0.062 ms on 2, 256 -> 128, 16^3 (phase kernel 0.035 / 0.076; benchmarks/kernel_notes.md v3e, v3g)."""
+    the GEMM geometry with x not channels_last_3d. In channels_last_3d the phase GEMM (``forward_uses_tma``, else
+    ``forward_is_phase_gemm``) writes channels_last_3d y: on an H200, the phase GEMM without TMA took 0.161 ms
+    (bf16) / 0.367 ms (fp32 TF32) on 2, 64 -> 32, 64^3, k2s2 (with TMA 0.176 / 0.300), against the NCDHW GEMM's
+    0.144 / 0.630 ms and the phase kernel's 0.410 / 0.717 ms on channels_last_3d; 0.034 / 0.062 ms on 2, 256 -> 128,
+    16^3 (TMA 0.028 / 0.074; phase kernel 0.035 / 0.076; benchmarks/kernel_notes.md v3e, v3g, v3h)."""
     return not is_channels_last(x) and is_gemm_geometry(kernel, stride, padding, dilation, x.shape[2:], out_size)
 
 
@@ -1029,6 +1174,54 @@ def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tens
     _fwd_phase_gemm(grid, args, consts, fixed and {**fixed, **_FIXED_PHASE_PAIRS})
 
 
+def _tma_ready(x: torch.Tensor) -> bool:
+    """Whether TMA can run for x's device: a Hopper (or newer) GPU, or the interpreter."""
+    return interpreter_active() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)
+
+
+def forward_uses_tma(x: torch.Tensor, out_size: Sequence[int], stride: Triple, dilation: Triple, groups: int,
+                     c_out: int) -> bool:
+    """Whether the forward runs as the phase GEMM with TMA tiles (``_fwd_phase_tma_kernel``): x channels_last_3d,
+    16-byte aligned, with 16-byte multiples of channels per voxel (C_in, sW·C_out); groups 1, dilation 1; output
+    sizes multiples of the stride; not fp64; TMA (``_tma_ready``)."""
+    if groups != 1 or any(d != 1 for d in dilation) or x.dtype == torch.float64 or not _tma_ready(x):
+        return False
+    size = x.element_size()
+    return (is_channels_last(x) and all(o % s == 0 for o, s in zip(out_size, stride)) and x.data_ptr() % 16 == 0
+            and x.shape[1] * size % 16 == 0 and stride[2] * c_out * size % 16 == 0)
+
+
+def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tensor, y: torch.Tensor, stride: Triple,
+                       padding: Triple, flags: dict) -> None:
+    """y (N, C_out, OD, OH, OW), allocated channels_last_3d, written by the TMA phase GEMM from x (N, C_in, D, H, W)
+    and weight (C_in, C_out, kD, kH, kW) in any layout (``forward_uses_tma``)."""
+    n, c_in, d, h, w = x.shape
+    c_out, kernel = weight.shape[1], tuple(weight.shape[2:])
+    od, oh, ow = y.shape[2:]
+    qd, qh, qw = od // stride[0], oh // stride[1], ow // stride[2]
+    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=True)
+    columns = stride[2] * c_out
+    rows, max_n, max_k = (16, 16, 16) if interpreter_active() else _FWD_TMA_TILE
+    max_k = max_k // 2 if x.dtype == torch.float32 else max_k
+    block_n, block_k = (min(top, max(16, _next_pow2(c))) for top, c in ((max_n, columns), (max_k, c_in)))
+    box_w = min(rows, _box_width(qw))
+    box_h = max(16 // box_w, min(rows // box_w, _next_pow2(qh)))  # at least 16 rows for the dot
+    w_rows = w_phases.view(-1, columns)
+    x_desc = TensorDescriptor(x, [n, d, h, w, c_in], [x.stride(0), *x.stride()[2:], 1], [1, 1, box_h, box_w, block_k])
+    w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [columns, 1], [block_k, block_n])
+    y_desc = TensorDescriptor(y, [n * od, qh, stride[1], qw, columns],
+                              [y.stride(2), stride[1] * y.stride(3), y.stride(3), columns, 1],
+                              [1, box_h, 1, box_w, block_n])
+    (ud_max, ud), (uh_max, uh), (uw_max, uw) = shifts
+    consts = {"KD": kernel[0], "KH": kernel[1], "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1],
+              "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max,
+              **{k: v for k, v in flags.items() if k != "INDEX_64"}, "BOX_H": box_h, "BOX_W": box_w,
+              "BLOCK_N": block_n, "BLOCK_K": block_k}
+    grid = (n * qd * _cdiv(qh, box_h) * _cdiv(qw, box_w), stride[0] * stride[1] * _cdiv(columns, block_n))
+    _fwd_phase_tma(lambda meta: grid, (x_desc, w_desc, y_desc, b_arg, qd, qh, qw, od, c_in, c_out, columns), consts,
+                   {} if interpreter_active() else None)
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_shape: Sequence[int],
             stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
     """y (N, C_out, OD, OH, OW) for x (N, C_in, D, H, W) and weight (C_in, C_out/g, kD, kH, kW) of x's dtype
@@ -1050,6 +1243,9 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
                 *y.stride())
         consts = {**box_consts, "INTERLEAVE_W": _interleaves(kernel[2], _FWD_GEMM_MIN_COLUMNS), **flags}
         _fwd_gemm(grid, args, consts, _fixed_gemm_config(x.dtype))
+        return y
+    if forward_uses_tma(x, out_shape[2:], stride, dilation, groups, c_out_g):
+        _tma_phase_forward(x, weight, b_arg, y, stride, padding, flags)
         return y
     if forward_is_phase_gemm(x, stride, dilation, groups):
         _phase_gemm_forward(x, weight, b_arg, y, stride, padding, groups, flags,
@@ -1097,6 +1293,58 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
     return gx
 
 
+def grad_weight_uses_tma(x: torch.Tensor, grad_y: torch.Tensor, stride: Triple, dilation: Triple, groups: int,
+                         gemm: bool) -> bool:
+    """Whether grad_weight runs as the phase GEMM's adjoint with TMA loads (``_bwd_weight_tma_kernel``): a Hopper
+    GPU or the interpreter; dilation 1 and groups 1 outside the GEMM geometry; x and grad_y channels_last_3d,
+    16-byte aligned, with 16-byte multiples of channels per voxel (C_in, sW·C_out); OW a multiple of sW; 16-bit
+    floats with C_in >= ``_WGRAD_TMA_MIN_C_IN`` (where it was measured faster, ``_WGRAD_TMA_CONFIGS``)."""
+    if gemm or groups != 1 or any(d != 1 for d in dilation) or x.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if not _tma_ready(x):
+        return False
+    size = x.element_size()
+    return (x.shape[1] >= _WGRAD_TMA_MIN_C_IN and is_channels_last(x) and is_channels_last(grad_y)
+            and grad_y.shape[4] % stride[2] == 0 and x.data_ptr() % 16 == 0 and grad_y.data_ptr() % 16 == 0
+            and x.shape[1] * size % 16 == 0 and stride[2] * grad_y.shape[1] * size % 16 == 0)
+
+
+def _tma_grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[int], stride: Triple,
+                     padding: Triple, flags: dict) -> torch.Tensor:
+    """grad_w (C_in, C_out, kD, kH, kW) in fp32 of x (N, C_in, D, H, W) and grad_y (N, C_out, OD, OH, OW)
+    (``grad_weight_uses_tma``): split-K partials per (kd, kh) tap and W input shift, summed, the W taps outside the
+    kernel dropped."""
+    c_in, c_out, kd, kh, kw = weight_shape
+    n, od, oh, ow = grad_y.shape[0], *grad_y.shape[2:]
+    qd, qh, qw = (_cdiv(o, s) for o, s in zip((od, oh, ow), stride))
+    (ud_max, _), (uh_max, _), (uw_max, uw) = (_phase_shifts(k, s, p) for k, s, p in
+                                              zip(weight_shape[2:], stride, padding))
+    columns = stride[2] * c_out
+    max_ci, max_n, max_w = (16, 16, 16) if interpreter_active() else _WGRAD_TMA_TILE
+    block_ci, block_n = (min(top, max(16, _next_pow2(c))) for top, c in ((max_ci, c_in), (max_n, columns)))
+    block_w = max(16, min(max_w, _box_width(qw)))  # the dot's K: at least 16
+    w_steps = _cdiv(qw, block_w)
+    steps = n * qd * qh * w_steps
+    programs = kd * kh * uw * _cdiv(c_in, block_ci) * _cdiv(columns, block_n)
+    chunk = _cdiv(steps, _split_count(steps * block_w, programs, x.device))
+    splits = _cdiv(steps, chunk)
+    part = _empty((splits, kd, kh, uw, c_in, stride[2], c_out), device=x.device, dtype=torch.float32)
+    x_desc = TensorDescriptor(x, [n, *x.shape[2:], c_in], [x.stride(0), *x.stride()[2:], 1],
+                              [1, 1, 1, block_w, block_ci])
+    g_desc = TensorDescriptor(grad_y, [n, od, oh, qw, columns], [*grad_y.stride()[:1], *grad_y.stride()[2:4],
+                                                                 columns, 1], [1, 1, 1, block_w, block_n])
+    consts = {"KD": kd, "KH": kh, "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1], "UW": uw,
+              "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max, **flags, "INDEX_64": _needs_int64(part),
+              "BLOCK_CI": block_ci, "BLOCK_N": block_n, "BLOCK_W": block_w}
+    fixed = {} if interpreter_active() else None
+    _bwd_weight_tma(lambda meta: (programs, splits), (x_desc, g_desc, part, steps, chunk, qd, qh, w_steps, c_in,
+                                                      columns), consts, fixed)
+    gw = part.sum(0) if splits > 1 else part[0]  # (kD, kH, UW, C_in, sW, C_out)
+    lead_w = stride[2] * uw_max - padding[2]  # W tap kw is padded column sW·vw + rW = kw + lead_w
+    gw = gw.permute(3, 5, 0, 1, 2, 4).reshape(c_in, c_out, kd, kh, uw * stride[2])
+    return gw[..., lead_w:lead_w + kw]
+
+
 def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[int], weight_dtype: torch.dtype,
                 bias_dtype: torch.dtype | None, stride: Triple, padding: Triple, dilation: Triple, groups: int,
                 precision: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -1110,9 +1358,12 @@ def grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[in
     taps = kd * kh * kw
     if positions == 0 or c_in * c_out_g * taps == 0:
         return torch.zeros(weight_shape, device=x.device, dtype=weight_dtype), None
+    gemm = is_gemm_geometry((kd, kh, kw), stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
+    if grad_weight_uses_tma(x, grad_y, stride, dilation, groups, gemm):
+        gw = _tma_grad_weight(x, grad_y, weight_shape, stride, padding, _dtype_flags(x.dtype, precision))
+        return gw.to(weight_dtype).contiguous(), None  # one copy: the W taps are a strided slice
     small = x.dtype == torch.float64 or interpreter_active()
     fixed = {"BLOCK_P": 16 if x.dtype == torch.float64 else 64} if small else None
-    gemm = is_gemm_geometry((kd, kh, kw), stride, padding, dilation, x.shape[2:], grad_y.shape[2:])
     c_in_g = c_in // groups
     launch = _bwd_weight
     if small:
