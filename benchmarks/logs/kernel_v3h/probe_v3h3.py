@@ -1,7 +1,8 @@
 """Probe 3 (kernel_notes.md v3h): the TMA forward (_fwd_phase_tma_kernel) against cuDNN on a-d (graphed, L2 flushed by do_bench), errors against float64 torch on the GPU;
 correctness of odd eligible shapes with one pinned configuration each; the TMA grad_weight (C_in >= 64, 16-bit)
 on its eligible shapes; d's and c's forward+backward (autograd, channels_last_3d) of ours against cuDNN.
-python scripts/_tmp_probe_v3h3.py OUT.json   (writes OUT.json after every record)"""
+Ran from the repo root as scripts/_tmp_probe_v3h3.py (the tree of commit acddf34): python scripts/_tmp_probe_v3h3.py
+OUT.json (writes OUT.json after every record)"""
 import json, sys, time, torch, triton
 import torch.nn.functional as F
 sys.path.insert(0, "scripts")

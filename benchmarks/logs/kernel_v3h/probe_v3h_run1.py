@@ -1,7 +1,8 @@
 """Probe (kernel_notes.md v3h): grad_weight on channels_last_3d x and grad_y by the TMA phase kernel ("tma")
 against the routed-before kernel ("old", _bwd_weight_kernel), graphed, L2 flushed by do_bench; errors against
 float64 torch on the GPU; plus eligible odd shapes for correctness (several C_in / column tiles, ragged W runs,
-anisotropic geometry, fp16). python scripts/_tmp_probe_v3h.py OUT.json"""
+anisotropic geometry, fp16). Ran from the repo root as scripts/_tmp_probe_v3h.py on the first, uncommitted TMA
+grad_weight (routed for every dtype and C_in, BLOCK_W from 8; kernel_notes.md v3h): python scripts/_tmp_probe_v3h.py OUT.json"""
 import json, sys, time, torch, triton
 sys.path.insert(0, "scripts")
 from bench_conv_transpose3d import graphed
