@@ -502,8 +502,8 @@ def test_every_kernel_configuration_compiles_for_hopper_and_fits_shared_memory()
 
 
 # (N, C_in, C_out, input size, kernel, stride, padding, output_padding, dtype): under the interpreter the TMA tiles
-# are 16 channels × 16 columns × 16 positions, so C_in 64 takes four tiles, 40 columns three and W runs of 5, 7 and
-# 20 positions one ragged step.
+# are 16 channels × 16 columns × 16 positions, so C_in 64 takes four tiles, 40 columns three, and the W runs (QW =
+# 5, 7, 10 and 4 positions) one ragged, zero-filled step.
 TMA_CASES = [
     (2, 64, 8, (3, 4, 5), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), torch.bfloat16),
     (1, 64, 20, (3, 4, 7), (4, 4, 4), (2, 2, 2), (1, 1, 1), (0, 0, 0), torch.float16),
@@ -559,8 +559,8 @@ def test_grad_weight_takes_tma_for_aligned_channels_last_dilation_1(change: dict
 
 
 # (N, C_in, C_out, input size, kernel, stride, padding, output_padding, dtype, bias): under the interpreter the TMA
-# forward's tiles are 16 positions (a box of 2 × 8 or 4 × 4) × 16 columns × 16 input channels, so 20 input channels
-# take two K blocks, 40 columns three tiles, and W runs of 5 and 10 a ragged box.
+# forward's tiles are boxes of at least 16 positions (BOX_W from QW, BOX_H the rest) × 16 columns × 16 input
+# channels, so 20 input channels take two K blocks, 40 columns three tiles, and QH or QW of 3, 5 and 7 ragged boxes.
 TMA_FORWARD_CASES = [
     (2, 16, 8, (3, 4, 5), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), torch.float32, True),
     (1, 20, 20, (3, 5, 7), (4, 4, 4), (2, 2, 2), (1, 1, 1), (0, 0, 0), torch.float32, True),
