@@ -7,7 +7,9 @@ precisions, over
   * random argument combinations (seeded): anisotropic kernel 1-4, stride 1-3, padding, output_padding,
     dilation 1-2, groups 1/2/4, N 1-2, bias on/off, channels that are not multiples of 16, odd sizes,
     contiguous / channels_last_3d / sliced / permuted inputs, permuted weights, strided biases and grad_outputs,
-    every third case with its backward forced onto channels_last_3d copies (the route of large problems);
+    every third case with its backward forced onto channels_last_3d copies (the route of large problems), every
+    fourth shaped for the TMA kernels (channels_last_3d, groups 1, dilation 1, 16-byte channel runs, output sizes
+    multiples of the stride);
     reference: float64 torch on the CPU;
   * the U-Net decoder shapes (N=2; 256->128 at 8^3, 128->64 at 16^3, 64->32 at 32^3 and 64^3; k2s2, k3s2p1op1,
     k4s2p1), NCDHW in every dtype plus bf16 channels_last_3d; reference: float64 torch on the GPU; in bf16 (both
@@ -67,6 +69,9 @@ DECODER = [(2, 256, 128, 8), (2, 128, 64, 16), (2, 64, 32, 32), (2, 64, 32, 64)]
 DECODER_SMOKE = [(1, 4, 2, 2)]
 KERNELS = {"k2s2": (2, 2, 0, 0), "k3s2p1op1": (3, 2, 1, 1), "k4s2p1": (4, 2, 1, 0)}
 PER_GROUP_CHANNELS = (1, 2, 3, 5, 7, 8, 12, 16, 17, 24, 32)
+# Every fourth random case is shaped for the TMA kernels (kernel v3h): channels_last_3d x, groups 1, dilation 1,
+# channels in 16-byte runs, output sizes multiples of the stride.
+TMA_C_IN, TMA_C_OUT = (8, 24, 64, 72), (4, 8, 16, 40)
 X_LAYOUTS = ("contiguous", "channels_last", "slice", "permute")
 G_LAYOUTS = ("contiguous", "channels_last", "slice")
 TENSORS = ("y", "grad_input", "grad_weight", "grad_bias")
@@ -110,8 +115,7 @@ class Case:
 
     @property
     def out_size(self) -> Triple:
-        return tuple((i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, s, p, d, k, op in zip(
-            self.size, self.stride, self.padding, self.dilation, self.kernel, self.output_padding))
+        return _out_size(self.size, self.kernel, self.stride, self.padding, self.dilation, self.output_padding)
 
     @property
     def macs(self) -> int:
@@ -134,6 +138,12 @@ class Case:
 # --------------------------------------------------------------------------------------------------------
 # Case generation
 # --------------------------------------------------------------------------------------------------------
+def _out_size(size: Triple, kernel: Triple, stride: Triple, padding: Triple, dilation: Triple,
+              output_padding: Triple) -> Triple:
+    return tuple((i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, s, p, d, k, op in zip(
+        size, stride, padding, dilation, kernel, output_padding))
+
+
 def _random_geometry(rng: random.Random, max_kernel: int) -> tuple[Triple, Triple, Triple, Triple]:
     """(kernel, stride, dilation, padding): the compile-time part of a case (Triton constexprs)."""
     kernel = tuple(rng.randint(1, max_kernel) for _ in range(3))
@@ -156,21 +166,29 @@ def random_cases(count: int, seed: int, geometries: int, smoke: bool) -> list[Ca
     rng = random.Random(seed)
     max_kernel, max_out, max_ch, mac_cap = (2, 5, 4, 10**4) if smoke else (4, 32, 64, 5 * 10**7)
     pool = [_random_geometry(rng, max_kernel) for _ in range(geometries)]
+    dilation_1 = [g for g, (_, _, dilation, _) in enumerate(pool) if dilation == (1, 1, 1)]
     variant_cycle = list(DTYPES) + [f"fp32-{p}" for p in EXACT_PRECISIONS]
     cases: list[Case] = []
     while len(cases) < count:
         i = len(cases)
-        geo_id = i % len(pool) if pool else i
+        tma = not smoke and dilation_1 and i % 4 == 3
+        geo_id = (dilation_1[i // 4 % len(dilation_1)] if tma else i % len(pool)) if pool else i
         kernel, stride, dilation, padding = pool[geo_id] if pool else _random_geometry(rng, max_kernel)
         output_padding = tuple(rng.randrange(max(s, d)) for s, d in zip(stride, dilation))
-        groups = rng.choice((1, 1, 2, 4))
+        groups = 1 if tma else rng.choice((1, 1, 2, 4))
         per_group = [c for c in PER_GROUP_CHANNELS if c * groups <= max_ch]
         if not per_group:
             continue
         c_in, c_out = groups * rng.choice(per_group), groups * rng.choice(per_group)
+        if tma:  # channels in 16-byte runs (C_in >= 64 also takes the TMA grad_weight in 16-bit floats)
+            c_in, c_out = rng.choice(TMA_C_IN), rng.choice(TMA_C_OUT)
+            output_padding = (0, 0, 0)
         size = tuple(_input_size(rng, *a, max_out) for a in zip(kernel, stride, padding, dilation, output_padding))
         if None in size:
             continue
+        if tma:  # the output_padding that makes every output size a multiple of its stride
+            unpadded = _out_size(size, kernel, stride, padding, dilation, (0, 0, 0))
+            output_padding = tuple(-o % s for o, s in zip(unpadded, stride))
         if smoke:
             variants = (variant_cycle[i % len(variant_cycle)],)
         else:  # every dtype; exact fp32 on every other case, alternating between the exact precisions
@@ -179,7 +197,8 @@ def random_cases(count: int, seed: int, geometries: int, smoke: bool) -> list[Ca
         case = Case(
             name=f"rand-{i:03d}", kind="random", n=rng.choice((1, 2)), c_in=c_in, c_out=c_out, size=size,
             kernel=kernel, stride=stride, padding=padding, output_padding=output_padding, dilation=dilation,
-            groups=groups, bias=rng.random() < 0.6, variants=variants, x_layout=rng.choice(X_LAYOUTS),
+            groups=groups, bias=rng.random() < 0.6, variants=variants,
+            x_layout="channels_last" if tma else rng.choice(X_LAYOUTS),
             w_layout=rng.choice(("contiguous", "contiguous", "permute")),
             b_layout=rng.choice(("contiguous", "contiguous", "strided")), g_layout=rng.choice(G_LAYOUTS),
             cl_backward=i % 3 == 1, pin=geo_id, seed=seed * 100_000 + i,
@@ -534,6 +553,9 @@ def coverage(cases: list[Case]) -> dict:
         "batch2": count(lambda c: c.n == 2),
         "bias": count(lambda c: c.bias),
         "channels_not_mult16": count(lambda c: c.c_in % 16 or c.c_out % 16),
+        "tma_shaped": count(lambda c: c.x_layout == "channels_last" and c.groups == 1 and c.dilation == (1, 1, 1)
+                            and c.c_in % 8 == 0 and c.c_out % 4 == 0
+                            and all(o % s == 0 for o, s in zip(c.out_size, c.stride))),
         "odd_size": count(lambda c: any(s % 2 for s in c.size)),
         "x_layout": {lay: count(lambda c, lay=lay: c.x_layout == lay) for lay in X_LAYOUTS},
         "g_layout": {lay: count(lambda c, lay=lay: c.g_layout == lay) for lay in G_LAYOUTS},
