@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
@@ -44,7 +45,9 @@ DESC_BLOCKS = {
                                "g_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_N"]]},
 }
 FWD_TMA = dict(KD=4, KH=4, SD=2, SH=2, PD=1, PH=1, UD=U, UH=U, UW=U, UD_MAX=U_MAX, UH_MAX=U_MAX, UW_MAX=U_MAX,
-               HAS_BIAS=True, BOX_H=4, BOX_W=32)
+               HAS_BIAS=True, BOX_H=4, BOX_W=32,  # the host's widest tiles, BLOCK_K halved in fp32
+               BLOCK_N=lambda dtype: tk._FWD_TMA_TILE[1],
+               BLOCK_K=lambda dtype: tk._fwd_tma_tile(torch.float32 if dtype == "fp32" else torch.bfloat16)[2])
 WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
 NCDHW_UNIT = ("sxw", "syw", "sgw", "sww")  # W strides of NCDHW tensors (and of a weight's last axis)
 CL_UNIT = ("sxc", "syc", "sgc")  # channel strides of channels_last_3d x, y and grad_y
@@ -64,7 +67,7 @@ KERNELS = [
      WGRAD_INTS, NCDHW_UNIT),
     (tk._bwd_weight_wide_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
      WGRAD_POINTERS, WGRAD_INTS, NCDHW_UNIT),
-    (tk._fwd_phase_tma_tuned, FWD_TMA, (), (), ()),  # BLOCK_N, BLOCK_K: added per dtype in compile_one
+    (tk._fwd_phase_tma_tuned, FWD_TMA, (), (), ()),
     (tk._bwd_weight_tma_tuned, dict(**{k: v for k, v in PHASE_K4S2P1.items() if k in WGRAD_TMA_GEOMETRY},
                                     **dict(zip(("BLOCK_CI", "BLOCK_N", "BLOCK_W"), tk._WGRAD_TMA_TILE))),
      ("part_ptr",), ("STEPS", "CHUNK"), ()),
@@ -81,8 +84,7 @@ def compile_one(tuner: Autotuner, constexprs: dict, fp32_ptrs: tuple, free_ints:
     fn = tuner.fn
     values = {**constexprs, **config.kwargs, "INDEX_64": False, "IS_FP64": False,
               "IS_FP32": dtype == "fp32", "PRECISION": "tf32", "UPCAST": False}
-    if tuner is tk._fwd_phase_tma_tuned:  # the host's widest tiles (BLOCK_K halved in fp32)
-        values.update(BLOCK_N=tk._FWD_TMA_TILE[1], BLOCK_K=tk._FWD_TMA_TILE[2] // (2 if dtype == "fp32" else 1))
+    values.update({name: value(dtype) for name, value in values.items() if callable(value)})  # per-dtype tiles
     signature, consts, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in values or name in unit_strides:

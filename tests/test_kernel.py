@@ -84,6 +84,14 @@ def _case_id(case) -> str:
     return f"x{list(xs)}-w{list(ws)}-{args}-{str(dtype)[6:]}-{layout}"
 
 
+def _count_launches(monkeypatch: pytest.MonkeyPatch, launcher: str) -> list[int]:
+    """A list that grows by one at each call of ``triton_kernels.<launcher>`` (which still launches)."""
+    launches: list[int] = []
+    launch = getattr(triton_kernels, launcher)
+    monkeypatch.setattr(triton_kernels, launcher, lambda *args: launches.append(1) or launch(*args))
+    return launches
+
+
 def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     a = a.detach().cpu().double()
     if not torch.isfinite(a).all():
@@ -472,9 +480,7 @@ def test_grad_bias_of_channels_last_grad_output_matches_float64_sum(shape, dtype
     int64 offsets), torch's sum below that."""
     if int64:
         monkeypatch.setattr(triton_kernels, "_INT32_LIMIT", 64)
-    launches = []
-    monkeypatch.setattr(triton_kernels, "_channel_sum",
-                        lambda *args, launch=triton_kernels._channel_sum: launches.append(1) or launch(*args))
+    launches = _count_launches(monkeypatch, "_channel_sum")
     gy = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     gy_d = gy.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last_3d)
     assert triton_kernels.is_channels_last(gy_d)
@@ -519,9 +525,7 @@ def test_grad_weight_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride
     ragged W runs, taps outside the kernel on some W phases, stride 3) against float64 torch."""
     if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("TMA needs a Hopper GPU")
-    launches = []
-    monkeypatch.setattr(triton_kernels, "_bwd_weight_tma",
-                        lambda *args, launch=triton_kernels._bwd_weight_tma: launches.append(1) or launch(*args))
+    launches = _count_launches(monkeypatch, "_bwd_weight_tma")
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
     w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
@@ -579,9 +583,7 @@ def test_forward_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride, pa
     channels_last_3d."""
     if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
         pytest.skip("TMA needs a Hopper GPU")
-    launches = []
-    monkeypatch.setattr(triton_kernels, "_fwd_phase_tma",
-                        lambda *args, launch=triton_kernels._fwd_phase_tma: launches.append(1) or launch(*args))
+    launches = _count_launches(monkeypatch, "_fwd_phase_tma")
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
     w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)

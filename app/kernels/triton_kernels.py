@@ -840,9 +840,9 @@ _WGRAD_WIDE_CONFIGS = [
     triton.Config({"BLOCK_P": bp}, num_warps=w, num_stages=s)
     for bp, w, s in [(32, 4, 3), (64, 4, 3), (64, 8, 3), (32, 8, 4)]
 ]
-# The phase GEMM by TMA (``_fwd_phase_tma_kernel``): tiles fixed by the host (the descriptors' block shapes):
-# BOX_H · BOX_W = _FWD_TMA_TILE[0] positions, BLOCK_N the next power of 2 of sW·C_out up to [1], BLOCK_K of C_in up
-# to [2] (half in fp32, so that 4 stages and the fp32 output tile fit in shared memory).
+# The phase GEMM by TMA (``_fwd_phase_tma_kernel``): tiles fixed by the host (the descriptors' block shapes,
+# ``_fwd_tma_tile``): BOX_H · BOX_W = _FWD_TMA_TILE[0] positions, BLOCK_N the next power of 2 of sW·C_out up to [1],
+# BLOCK_K of C_in up to [2] (half in fp32).
 # On an H200 (graphed, kernel_notes.md v3h; the phase GEMM's figures from v3g's probe, same card and versions), ms,
 # TMA against the phase GEMM on channels_last_3d: 2, 64 -> 32, 32^3, k4s2p1: bf16 0.090 / 0.113, fp32 0.257 / 0.260;
 # 1, 32 -> 16, 96^3, k3s2p1op1: bf16 0.305 / 0.314, fp32 0.395 / 0.566; 2, 64 -> 32, 64^3, k2s2: bf16 0.176 / 0.161,
@@ -1174,21 +1174,46 @@ def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tens
     _fwd_phase_gemm(grid, args, consts, fixed and {**fixed, **_FIXED_PHASE_PAIRS})
 
 
-def _tma_ready(x: torch.Tensor) -> bool:
-    """Whether TMA can run for x's device: a Hopper (or newer) GPU, or the interpreter."""
-    return interpreter_active() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)
+def _tma_eligible(x: torch.Tensor, grad_y: torch.Tensor | None, stride: Triple, dilation: Triple, groups: int,
+                  c_out: int) -> bool:
+    """What both TMA kernels need: a Hopper (or newer) GPU or the interpreter; groups 1, dilation 1, not fp64; x
+    (and grad_y, if given) channels_last_3d and 16-byte aligned, with 16-byte multiples of channels per voxel
+    (C_in, and sW·C_out for y's rows)."""
+    if groups != 1 or any(d != 1 for d in dilation) or x.dtype == torch.float64:
+        return False
+    if not (interpreter_active() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)):
+        return False
+    size = x.element_size()
+    return all(is_channels_last(t) and t.data_ptr() % 16 == 0 for t in (x, grad_y) if t is not None) and (
+        x.shape[1] * size % 16 == 0 and stride[2] * c_out * size % 16 == 0)
+
+
+def _pow2_tile(count: int, most: int) -> int:
+    """A TMA block's extent over ``count`` channels or columns: the next power of 2, at least 16, at most ``most``."""
+    return min(most, max(16, _next_pow2(count)))
+
+
+def _fwd_tma_tile(dtype: torch.dtype) -> tuple[int, int, int]:
+    """The TMA forward's widest tile (positions, BLOCK_N, BLOCK_K): ``_FWD_TMA_TILE`` with BLOCK_K halved in fp32
+    (so that 4 stages and the fp32 output tile fit in shared memory); 16 each under the interpreter."""
+    if interpreter_active():
+        return 16, 16, 16
+    rows, columns, channels = _FWD_TMA_TILE
+    return rows, columns, channels // 2 if dtype == torch.float32 else channels
+
+
+def _channels_last_desc(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    """A TMA descriptor over a channels_last_3d (N, C, D, H, W) tensor seen as (N, D, H, W, C)."""
+    n, c, d, h, w = t.shape
+    return TensorDescriptor(t, [n, d, h, w, c], [t.stride(0), *t.stride()[2:], 1], block)
 
 
 def forward_uses_tma(x: torch.Tensor, out_size: Sequence[int], stride: Triple, dilation: Triple, groups: int,
                      c_out: int) -> bool:
-    """Whether the forward runs as the phase GEMM with TMA tiles (``_fwd_phase_tma_kernel``): x channels_last_3d,
-    16-byte aligned, with 16-byte multiples of channels per voxel (C_in, sW·C_out); groups 1, dilation 1; output
-    sizes multiples of the stride; not fp64; TMA (``_tma_ready``)."""
-    if groups != 1 or any(d != 1 for d in dilation) or x.dtype == torch.float64 or not _tma_ready(x):
-        return False
-    size = x.element_size()
-    return (is_channels_last(x) and all(o % s == 0 for o, s in zip(out_size, stride)) and x.data_ptr() % 16 == 0
-            and x.shape[1] * size % 16 == 0 and stride[2] * c_out * size % 16 == 0)
+    """Whether the forward runs as the phase GEMM with TMA tiles (``_fwd_phase_tma_kernel``): ``_tma_eligible``
+    and output sizes that are multiples of the stride."""
+    return (_tma_eligible(x, None, stride, dilation, groups, c_out)
+            and all(o % s == 0 for o, s in zip(out_size, stride)))
 
 
 def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tensor, y: torch.Tensor, stride: Triple,
@@ -1201,13 +1226,12 @@ def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tenso
     qd, qh, qw = od // stride[0], oh // stride[1], ow // stride[2]
     w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=True)
     columns = stride[2] * c_out
-    rows, max_n, max_k = (16, 16, 16) if interpreter_active() else _FWD_TMA_TILE
-    max_k = max_k // 2 if x.dtype == torch.float32 else max_k
-    block_n, block_k = (min(top, max(16, _next_pow2(c))) for top, c in ((max_n, columns), (max_k, c_in)))
+    rows, max_n, max_k = _fwd_tma_tile(x.dtype)
+    block_n, block_k = _pow2_tile(columns, max_n), _pow2_tile(c_in, max_k)
     box_w = min(rows, _box_width(qw))
     box_h = max(16 // box_w, min(rows // box_w, _next_pow2(qh)))  # at least 16 rows for the dot
     w_rows = w_phases.view(-1, columns)
-    x_desc = TensorDescriptor(x, [n, d, h, w, c_in], [x.stride(0), *x.stride()[2:], 1], [1, 1, box_h, box_w, block_k])
+    x_desc = _channels_last_desc(x, [1, 1, box_h, box_w, block_k])
     w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [columns, 1], [block_k, block_n])
     y_desc = TensorDescriptor(y, [n * od, qh, stride[1], qw, columns],
                               [y.stride(2), stride[1] * y.stride(3), y.stride(3), columns, 1],
@@ -1295,18 +1319,12 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
 
 def grad_weight_uses_tma(x: torch.Tensor, grad_y: torch.Tensor, stride: Triple, dilation: Triple, groups: int,
                          gemm: bool) -> bool:
-    """Whether grad_weight runs as the phase GEMM's adjoint with TMA loads (``_bwd_weight_tma_kernel``): a Hopper
-    GPU or the interpreter; dilation 1 and groups 1 outside the GEMM geometry; x and grad_y channels_last_3d,
-    16-byte aligned, with 16-byte multiples of channels per voxel (C_in, sW·C_out); OW a multiple of sW; 16-bit
-    floats with C_in >= ``_WGRAD_TMA_MIN_C_IN`` (where it was measured faster, ``_WGRAD_TMA_CONFIGS``)."""
-    if gemm or groups != 1 or any(d != 1 for d in dilation) or x.dtype not in (torch.bfloat16, torch.float16):
-        return False
-    if not _tma_ready(x):
-        return False
-    size = x.element_size()
-    return (x.shape[1] >= _WGRAD_TMA_MIN_C_IN and is_channels_last(x) and is_channels_last(grad_y)
-            and grad_y.shape[4] % stride[2] == 0 and x.data_ptr() % 16 == 0 and grad_y.data_ptr() % 16 == 0
-            and x.shape[1] * size % 16 == 0 and stride[2] * grad_y.shape[1] * size % 16 == 0)
+    """Whether grad_weight runs as the phase GEMM's adjoint with TMA loads (``_bwd_weight_tma_kernel``):
+    ``_tma_eligible`` for x and grad_y outside the GEMM geometry, OW a multiple of sW, 16-bit floats with C_in >=
+    ``_WGRAD_TMA_MIN_C_IN`` (where it was measured faster, ``_WGRAD_TMA_CONFIGS``)."""
+    return (not gemm and x.dtype in (torch.bfloat16, torch.float16) and x.shape[1] >= _WGRAD_TMA_MIN_C_IN
+            and grad_y.shape[4] % stride[2] == 0
+            and _tma_eligible(x, grad_y, stride, dilation, groups, grad_y.shape[1]))
 
 
 def _tma_grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequence[int], stride: Triple,
@@ -1321,7 +1339,7 @@ def _tma_grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequen
                                               zip(weight_shape[2:], stride, padding))
     columns = stride[2] * c_out
     max_ci, max_n, max_w = (16, 16, 16) if interpreter_active() else _WGRAD_TMA_TILE
-    block_ci, block_n = (min(top, max(16, _next_pow2(c))) for top, c in ((max_ci, c_in), (max_n, columns)))
+    block_ci, block_n = _pow2_tile(c_in, max_ci), _pow2_tile(columns, max_n)
     block_w = max(16, min(max_w, _box_width(qw)))  # the dot's K: at least 16
     w_steps = _cdiv(qw, block_w)
     steps = n * qd * qh * w_steps
@@ -1329,8 +1347,7 @@ def _tma_grad_weight(x: torch.Tensor, grad_y: torch.Tensor, weight_shape: Sequen
     chunk = _cdiv(steps, _split_count(steps * block_w, programs, x.device))
     splits = _cdiv(steps, chunk)
     part = _empty((splits, kd, kh, uw, c_in, stride[2], c_out), device=x.device, dtype=torch.float32)
-    x_desc = TensorDescriptor(x, [n, *x.shape[2:], c_in], [x.stride(0), *x.stride()[2:], 1],
-                              [1, 1, 1, block_w, block_ci])
+    x_desc = _channels_last_desc(x, [1, 1, 1, block_w, block_ci])
     g_desc = TensorDescriptor(grad_y, [n, od, oh, qw, columns], [*grad_y.stride()[:1], *grad_y.stride()[2:4],
                                                                  columns, 1], [1, 1, 1, block_w, block_n])
     consts = {"KD": kd, "KH": kh, "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1], "UW": uw,
