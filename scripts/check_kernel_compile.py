@@ -41,6 +41,9 @@ DESC_BLOCKS = {
     "_fwd_phase_tma_kernel": {"x_desc": lambda v: [1, 1, v["BOX_H"], v["BOX_W"], v["BLOCK_K"]],
                               "w_desc": lambda v: [v["BLOCK_K"], v["BLOCK_N"]],
                               "y_desc": lambda v: [1, v["BOX_H"], 1, v["BOX_W"], v["BLOCK_N"]]},
+    "_bwd_input_tma_kernel": {"g_desc": lambda v: [1, v["BOX_H"], 1, v["BOX_W"], v["BLOCK_K"]],
+                              "w_desc": lambda v: [v["BLOCK_N"], v["BLOCK_K"]],
+                              "gx_desc": lambda v: [1, 1, v["BOX_H"], v["BOX_W"], v["BLOCK_N"]]},
     "_bwd_weight_tma_kernel": {"x_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_CI"]],
                                "g_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_N"]]},
 }
@@ -68,6 +71,7 @@ KERNELS = [
     (tk._bwd_weight_wide_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
      WGRAD_POINTERS, WGRAD_INTS, NCDHW_UNIT),
     (tk._fwd_phase_tma_tuned, FWD_TMA, (), (), ()),
+    (tk._bwd_input_tma_tuned, {k: v for k, v in FWD_TMA.items() if k != "HAS_BIAS"}, (), (), ()),
     (tk._bwd_weight_tma_tuned, dict(**{k: v for k, v in PHASE_K4S2P1.items() if k in WGRAD_TMA_GEOMETRY},
                                     **dict(zip(("BLOCK_CI", "BLOCK_N", "BLOCK_W"), tk._WGRAD_TMA_TILE))),
      ("part_ptr",), ("STEPS", "CHUNK"), ()),

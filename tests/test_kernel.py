@@ -611,3 +611,56 @@ def test_forward_takes_tma_for_aligned_channels_last_dilation_1(change: dict, us
     got = triton_kernels.forward_uses_tma(x, (8, 8, c["out_w"]), (2, 2, 2), (c["dilation"],) * 3, c["groups"],
                                           c["c_out"])
     assert got is uses_tma
+
+
+# (N, C_in, C_out, input size, kernel, stride, padding, output_padding, dtype): under the interpreter the TMA
+# grad_input's tiles are boxes of at least 16 input positions × 16 input channels × 16 (rW, C_out) columns, so C_in
+# 40 takes three channel tiles, sW·C_out = 40 three K blocks, and H or W of 3, 5 and 7 ragged boxes.
+TMA_GRAD_INPUT_CASES = [
+    (2, 16, 8, (3, 4, 5), (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), torch.float32),
+    (1, 40, 20, (3, 5, 7), (4, 4, 4), (2, 2, 2), (1, 1, 1), (0, 0, 0), torch.float32),
+    (1, 8, 8, (3, 4, 10), (3, 2, 4), (2, 3, 2), (0, 1, 1), (1, 0, 0), torch.bfloat16),
+    (1, 16, 16, (2, 3, 4), (5, 5, 5), (3, 3, 3), (2, 2, 2), (2, 2, 2), torch.float16),
+    (2, 32, 8, (3, 4, 5), (2, 2, 2), (2, 2, 2), (0, 0, 0), (0, 0, 0), torch.float32),
+]
+
+
+@pytest.mark.parametrize("n, c_in, c_out, size, kernel, stride, padding, output_padding, dtype",
+                         TMA_GRAD_INPUT_CASES)
+def test_grad_input_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride, padding, output_padding, dtype,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """grad_input of a channels_last_3d grad_y through the TMA phase GEMM's transpose (several channel tiles and K
+    blocks, ragged boxes, zero taps on some W phases, D shifts at the batch items' edges, stride 3, kernel = stride)
+    against float64 torch; grad_x is channels_last_3d."""
+    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs a Hopper GPU")
+    launches = _count_launches(monkeypatch, "_bwd_input_tma")
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
+    w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
+    out = [(i - 1) * s - 2 * p + k + op for i, s, p, k, op in zip(size, stride, padding, kernel, output_padding)]
+    gy = torch.randn(n, c_out, *out, generator=gen, dtype=torch.float64)
+    ref = torch.ops.aten.convolution_backward(gy, x, w, None, stride, padding, (1, 1, 1), True, output_padding, 1,
+                                              (True, False, False))[0]
+    gy_d = gy.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last_3d)
+    w_d = triton_kernels.tap_major(w.to(DEVICE, dtype), dtype)
+    gx = triton_kernels.grad_input(gy_d, w_d, x.shape, True, stride, padding, (1, 1, 1), 1, "ieee")
+    assert launches and triton_kernels.is_channels_last(gx) and gx.dtype == dtype
+    assert _rel(gx, ref) <= BOUNDS[dtype]
+
+
+@pytest.mark.parametrize("change, uses_tma", [
+    ({}, True), ({"dtype": torch.bfloat16}, True), ({"channels_last": False}, False), ({"groups": 2}, False),
+    ({"dilation": 2}, False), ({"memory_format": torch.contiguous_format}, False), ({"out_w": 11}, False),
+    ({"c_in": 6}, False), ({"c_out": 5}, False), ({"dtype": torch.float64}, False)])
+def test_grad_input_takes_tma_for_aligned_channels_last_dilation_1(change: dict, uses_tma: bool) -> None:
+    """The TMA grad_input needs a channels_last_3d grad_x and grad_y, groups 1, dilation 1, output sizes that are
+    multiples of the stride, 16-byte runs of C_in and sW·C_out (fp32: C_in 6 is 24 bytes, 2 · 5 is 40), no fp64."""
+    c = {"groups": 1, "memory_format": torch.channels_last_3d, "channels_last": True, "out_w": 10, "c_in": 8,
+         "c_out": 8, "dtype": torch.float32, "dilation": 1, **change}
+    gy = torch.empty((1, c["c_out"], 8, 8, c["out_w"]), dtype=c["dtype"]).contiguous(memory_format=c["memory_format"])
+    if not triton_kernels.interpreter_active():
+        pytest.skip("routing of the interpreter (a GPU also needs compute capability 9)")
+    got = triton_kernels.grad_input_uses_tma(gy, c["c_in"], c["channels_last"], (2, 2, 2), (c["dilation"],) * 3,
+                                             c["groups"])
+    assert got is uses_tma

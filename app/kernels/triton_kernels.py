@@ -519,6 +519,55 @@ def _fwd_phase_tma_kernel(
 
 
 @triton.jit
+def _bwd_input_tma_kernel(
+    g_desc, w_desc, gx_desc,
+    D, H, W, QD, OD, C_IN, N_COLS,
+    KD: tl.constexpr, KH: tl.constexpr, SD: tl.constexpr, SH: tl.constexpr, PD: tl.constexpr, PH: tl.constexpr,
+    UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr,
+    UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr,
+    IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    BOX_H: tl.constexpr, BOX_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """grad_input as the phase GEMM's transpose, channels_last_3d, groups 1, OD/OH/OW multiples of the stride, every
+    tile by TMA: grad_x[n, i, ci] = sum over phase pairs (rd, rh), their taps' shifts (vd, vh), the W shifts vw and
+    (rW, co) of grad_y[n, S·(i + v − U_MAX) + r, co] · phase_weight[rd, rh, vd, vh, vw, ci, (rW, co)]. g_desc:
+    grad_y as (N·OD, QH, sH, QW, sW·C_out), blocks [1, BOX_H, 1, BOX_W, BLOCK_K] (a program's D shifts are limited
+    to rows of its own n: out-of-range H and W rows read zeros); w_desc: the phase weight's [(sD, sH, UD, UH, UW,
+    C_in) rows, sW·C_out columns], blocks [BLOCK_N, BLOCK_K], transposed in shared memory (rows past C_in land in
+    grad_x columns that the store drops); gx_desc: grad_x as (N, D, H, W, C_in), blocks [1, 1, BOX_H, BOX_W,
+    BLOCK_N]. A program computes a BOX_H × BOX_W box of one (n, i_d) × BLOCK_N input channels.
+    Grid (N·D · H boxes · W boxes, C_in tiles)."""
+    pid_m = tl.program_id(0)
+    ci0 = tl.program_id(1) * BLOCK_N
+    w_boxes = tl.cdiv(W, BOX_W)
+    h_boxes = tl.cdiv(H, BOX_H)
+    i_w0 = pid_m % w_boxes * BOX_W
+    i_h0 = pid_m // w_boxes % h_boxes * BOX_H
+    slab = pid_m // (w_boxes * h_boxes)
+    n = slab // D
+    i_d = slab % D
+    k_blocks = tl.cdiv(N_COLS, BLOCK_K)
+    acc = _zero_acc(BOX_H * BOX_W, BLOCK_N, IS_FP64)
+    for pair in range(0, SD * SH):
+        rd = pair // SH
+        rh = pair % SH
+        vd0, td = _phase_range(rd, KD, SD, PD, UD_MAX)
+        vh0, th = _phase_range(rh, KH, SH, PH, UH_MAX)
+        vd_lo = tl.maximum(vd0, UD_MAX - i_d)  # the D shifts whose grad_y row q_d = i_d + vd − U_MAX is in [0, QD)
+        vd_hi = tl.minimum(vd0 + td, UD_MAX - i_d + QD)
+        for it in range(0, tl.maximum(vd_hi - vd_lo, 0) * th * UW * k_blocks):
+            shift = it // k_blocks
+            k0 = (it - shift * k_blocks) * BLOCK_K
+            vw = shift % UW
+            vh = vh0 + shift // UW % th
+            vd = vd_lo + shift // (UW * th)
+            a = g_desc.load([n * OD + SD * (i_d + vd - UD_MAX) + rd, i_h0 + vh - UH_MAX, rh, i_w0 + vw - UW_MAX, k0])
+            b = w_desc.load([(((pair * UD + vd) * UH + vh) * UW + vw) * C_IN + ci0, k0])
+            acc = _mma(acc, a.reshape(BOX_H * BOX_W, BLOCK_K), tl.trans(b), IS_FP64, IS_FP32, PRECISION, UPCAST)
+    gx_desc.store([n, i_d, i_h0, i_w0, ci0], acc.to(gx_desc.dtype).reshape(1, 1, BOX_H, BOX_W, BLOCK_N))
+
+
+@triton.jit
 def _bwd_input_kernel(
     g_ptr, w_ptr, gx_ptr,
     M, ID, IH, IW, OD, OH, OW, C_IN_G, C_OUT_G,
@@ -897,6 +946,10 @@ _bwd_weight_tuned = triton.autotune(configs=_WGRAD_CONFIGS, key=_WGRAD_KEY)(_bwd
 _bwd_weight_wide_tuned = triton.autotune(configs=_WGRAD_WIDE_CONFIGS, key=_WGRAD_KEY)(_bwd_weight_kernel)
 
 
+_bwd_input_tma_tuned = triton.autotune(
+    configs=_FWD_TMA_CONFIGS,
+    key=["KD", "KH", "SD", "SH", "PD", "PH", "UW", "UW_MAX", "BOX_H", "BOX_W", "BLOCK_N", "BLOCK_K", "PRECISION"],
+)(_bwd_input_tma_kernel)
 _fwd_phase_tma_tuned = triton.autotune(
     configs=_FWD_TMA_CONFIGS,
     key=["KD", "KH", "SD", "SH", "PD", "PH", "UW", "UW_MAX", "BOX_H", "BOX_W", "BLOCK_N", "BLOCK_K", "HAS_BIAS",
@@ -977,6 +1030,7 @@ _bwd_input = _Launcher(_bwd_input_kernel, _bwd_input_tuned, n_tensors=3)
 _bwd_input_gemm = _Launcher(_bwd_input_gemm_kernel, _bwd_input_gemm_tuned, n_tensors=3)
 _bwd_weight = _Launcher(_bwd_weight_kernel, _bwd_weight_tuned, n_tensors=4)
 _bwd_weight_wide = _Launcher(_bwd_weight_kernel, _bwd_weight_wide_tuned, n_tensors=4)
+_bwd_input_tma = _Launcher(_bwd_input_tma_kernel, _bwd_input_tma_tuned, n_tensors=3)
 _fwd_phase_tma = _Launcher(_fwd_phase_tma_kernel, _fwd_phase_tma_tuned, n_tensors=4)
 _bwd_weight_tma = _Launcher(_bwd_weight_tma_kernel, _bwd_weight_tma_tuned, n_tensors=3)
 _channel_sum = _Launcher(_channel_sum_kernel, None, n_tensors=2)  # always launched with a fixed BLOCK_R
@@ -1174,6 +1228,13 @@ def _phase_gemm_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tens
     _fwd_phase_gemm(grid, args, consts, fixed and {**fixed, **_FIXED_PHASE_PAIRS})
 
 
+@lru_cache(maxsize=None)
+def _has_tma(device_index: int | None) -> bool:
+    """Whether CUDA device ``device_index`` (None: the current one) has TMA (compute capability 9 or newer); cached,
+    as ``torch.cuda.get_device_capability`` costs ~10 µs a call on the host."""
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
 def _tma_eligible(x: torch.Tensor, grad_y: torch.Tensor | None, stride: Triple, dilation: Triple, groups: int,
                   c_out: int) -> bool:
     """What both TMA kernels need: a Hopper (or newer) GPU or the interpreter; groups 1, dilation 1, not fp64; x
@@ -1181,7 +1242,7 @@ def _tma_eligible(x: torch.Tensor, grad_y: torch.Tensor | None, stride: Triple, 
     (C_in, and sW·C_out for y's rows)."""
     if groups != 1 or any(d != 1 for d in dilation) or x.dtype == torch.float64:
         return False
-    if not (interpreter_active() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)):
+    if not (interpreter_active() or (x.is_cuda and _has_tma(x.device.index))):
         return False
     size = x.element_size()
     return all(is_channels_last(t) and t.data_ptr() % 16 == 0 for t in (x, grad_y) if t is not None) and (
@@ -1288,6 +1349,47 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ou
     return y
 
 
+def grad_input_uses_tma(grad_y: torch.Tensor, c_in: int, channels_last: bool, stride: Triple, dilation: Triple,
+                        groups: int) -> bool:
+    """Whether grad_input runs as the TMA phase GEMM's transpose (``_bwd_input_tma_kernel``): grad_x
+    channels_last_3d, grad_y under ``_tma_eligible`` (as x is for the forward: C_in, sW·C_out in 16-byte runs) with
+    output sizes that are multiples of the stride. On an H200 (graphed, kernel_notes.md v3h), against the pointer
+    kernels on the same tensors, ms bf16 / fp32: c 0.201 / 0.283 against 0.245 / 0.383, a 0.107 / 0.172 against
+    0.110 / 0.211, b 0.026 / 0.036 against 0.028 / 0.040, d 0.085 / 0.142 against 0.078 / 0.151."""
+    return (channels_last and c_in * grad_y.element_size() % 16 == 0
+            and all(o % s == 0 for o, s in zip(grad_y.shape[2:], stride))
+            and _tma_eligible(grad_y, None, stride, dilation, groups, grad_y.shape[1]))
+
+
+def _tma_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, gx: torch.Tensor, stride: Triple, padding: Triple,
+                    flags: dict) -> None:
+    """grad_x (N, C_in, D, H, W), allocated channels_last_3d, written by ``_bwd_input_tma_kernel`` from grad_y
+    (N, C_out, OD, OH, OW) and weight (C_in, C_out, kD, kH, kW) in any layout (``grad_input_uses_tma``)."""
+    n, c_in, d, h, w = gx.shape
+    c_out, kernel = weight.shape[1], tuple(weight.shape[2:])
+    od, oh, ow = grad_y.shape[2:]
+    qh, qw = oh // stride[1], ow // stride[2]
+    w_phases, ((ud_max, ud), (uh_max, uh), (uw_max, uw)) = phase_weight(weight, stride, padding, grad_y.dtype,
+                                                                        w_phase_major=True)
+    columns = stride[2] * c_out
+    rows, max_n, max_k = _fwd_tma_tile(grad_y.dtype)
+    block_n, block_k = _pow2_tile(c_in, max_n), _pow2_tile(columns, max_k)
+    box_w = min(rows, _box_width(w))
+    box_h = max(16 // box_w, min(rows // box_w, _next_pow2(h)))  # at least 16 rows for the dot
+    w_rows = w_phases.view(-1, columns)
+    g_desc = TensorDescriptor(grad_y, [n * od, qh, stride[1], qw, columns],
+                              [grad_y.stride(2), stride[1] * grad_y.stride(3), grad_y.stride(3), columns, 1],
+                              [1, box_h, 1, box_w, block_k])
+    w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [columns, 1], [block_n, block_k])
+    gx_desc = _channels_last_desc(gx, [1, 1, box_h, box_w, block_n])
+    consts = {"KD": kernel[0], "KH": kernel[1], "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1],
+              "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max, **flags,
+              "BOX_H": box_h, "BOX_W": box_w, "BLOCK_N": block_n, "BLOCK_K": block_k}
+    grid = (n * d * _cdiv(h, box_h) * _cdiv(w, box_w), _cdiv(c_in, block_n))
+    _bwd_input_tma(lambda meta: grid, (g_desc, w_desc, gx_desc, d, h, w, od // stride[0], od, c_in, columns), consts,
+                   {} if interpreter_active() else None)
+
+
 def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int], channels_last: bool,
                stride: Triple, padding: Triple, dilation: Triple, groups: int, precision: str) -> torch.Tensor:
     """grad_x of shape ``x_shape`` (N, C_in, D, H, W), channels_last_3d if ``channels_last`` else contiguous;
@@ -1299,6 +1401,9 @@ def grad_input(grad_y: torch.Tensor, weight: torch.Tensor, x_shape: Sequence[int
     n, c_in, d, h, w_ = x_shape
     c_out_g = weight.shape[1]
     kernel = tuple(weight.shape[2:])
+    if grad_input_uses_tma(grad_y, c_in, channels_last, stride, dilation, groups):
+        _tma_grad_input(grad_y, weight, gx, stride, padding, _dtype_flags(grad_y.dtype, precision))
+        return gx
     if (is_gemm_geometry(kernel, stride, padding, dilation, x_shape[2:], grad_y.shape[2:])
             and not is_channels_last(grad_y) and _interleaves(kernel[2], _BWD_INPUT_GEMM_MIN_COLUMNS)):
         grid, box_consts = _box_gemm_launch(n * d, h, w_, groups, c_in // groups, weight)

@@ -2,8 +2,7 @@
 L2 flushed; errors against float64 torch on the GPU; the v3g kernel's times are in logs/kernel_v3g/probe_v3g.json),
 b's fp32 forward by TMA with BLOCK_K 64 against 32, forward+backward of d and c (bf16, channels_last_3d) against
 cuDNN, and odd shapes' grad_input for correctness. Writes OUT.json after every record.
-Not run yet (no device time left in the twelfth session): apply grad_input_tma.patch, copy this file to scripts/,
-then python scripts/_tmp_probe_v3h4.py OUT.json"""
+Ran in the thirteenth session (2026-12-03, H200) from scripts/ with the TMA grad_input applied: probe_v3h4.json."""
 import json, sys, time, torch, triton
 import torch.nn.functional as F
 sys.path.insert(0, "scripts")
