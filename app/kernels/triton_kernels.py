@@ -1263,6 +1263,13 @@ def _fwd_tma_tile(dtype: torch.dtype) -> tuple[int, int, int]:
     return rows, columns, channels // 2 if dtype == torch.float32 else channels
 
 
+def _tma_box(rows: int, h: int, w: int) -> tuple[int, int]:
+    """(BOX_H, BOX_W) of a TMA tile of ``rows`` positions over an h × w plane: BOX_W from ``_box_width``, BOX_H the
+    rest up to the next power of 2 of h, at least 16 positions in all (the dot's minimum)."""
+    box_w = min(rows, _box_width(w))
+    return max(16 // box_w, min(rows // box_w, _next_pow2(h))), box_w
+
+
 def _channels_last_desc(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
     """A TMA descriptor over a channels_last_3d (N, C, D, H, W) tensor seen as (N, D, H, W, C)."""
     n, c, d, h, w = t.shape
@@ -1289,8 +1296,7 @@ def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tenso
     columns = stride[2] * c_out
     rows, max_n, max_k = _fwd_tma_tile(x.dtype)
     block_n, block_k = _pow2_tile(columns, max_n), _pow2_tile(c_in, max_k)
-    box_w = min(rows, _box_width(qw))
-    box_h = max(16 // box_w, min(rows // box_w, _next_pow2(qh)))  # at least 16 rows for the dot
+    box_h, box_w = _tma_box(rows, qh, qw)
     w_rows = w_phases.view(-1, columns)
     x_desc = _channels_last_desc(x, [1, 1, box_h, box_w, block_k])
     w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [columns, 1], [block_k, block_n])
@@ -1374,8 +1380,7 @@ def _tma_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, gx: torch.Tensor
     columns = stride[2] * c_out
     rows, max_n, max_k = _fwd_tma_tile(grad_y.dtype)
     block_n, block_k = _pow2_tile(c_in, max_n), _pow2_tile(columns, max_k)
-    box_w = min(rows, _box_width(w))
-    box_h = max(16 // box_w, min(rows // box_w, _next_pow2(h)))  # at least 16 rows for the dot
+    box_h, box_w = _tma_box(rows, h, w)
     w_rows = w_phases.view(-1, columns)
     g_desc = TensorDescriptor(grad_y, [n * od, qh, stride[1], qw, columns],
                               [grad_y.stride(2), stride[1] * grad_y.stride(3), grad_y.stride(3), columns, 1],
