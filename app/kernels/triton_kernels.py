@@ -891,11 +891,12 @@ _WGRAD_WIDE_CONFIGS = [
 ]
 # The phase GEMM by TMA (``_fwd_phase_tma_kernel``): tiles fixed by the host (the descriptors' block shapes,
 # ``_fwd_tma_tile``): BOX_H · BOX_W = _FWD_TMA_TILE[0] positions, BLOCK_N the next power of 2 of sW·C_out up to [1],
-# BLOCK_K of C_in up to [2] (half in fp32).
+# BLOCK_K of C_in up to [2] (both halved in fp32).
 # On an H200 (graphed, kernel_notes.md v3h; the phase GEMM's figures from v3g's probe, same card and versions), ms,
 # TMA against the phase GEMM on channels_last_3d: 2, 64 -> 32, 32^3, k4s2p1: bf16 0.090 / 0.113, fp32 0.257 / 0.260;
 # 1, 32 -> 16, 96^3, k3s2p1op1: bf16 0.305 / 0.314, fp32 0.395 / 0.566; 2, 64 -> 32, 64^3, k2s2: bf16 0.176 / 0.161,
-# fp32 0.300 / 0.367; 2, 256 -> 128, 16^3, k2s2: bf16 0.028 / 0.034, fp32 0.074 / 0.062.
+# fp32 0.300 / 0.367; 2, 256 -> 128, 16^3, k2s2: bf16 0.028 / 0.034, fp32 0.074 / 0.062 (TMA 0.062 with the fp32 tile
+# of ``_fwd_tma_tile``).
 _FWD_TMA_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in [(4, 3), (8, 3), (4, 4), (8, 4)]]
 _FWD_TMA_TILE = (128, 128, 64)
 # grad_weight by TMA (``_bwd_weight_tma_kernel``): the tiles are fixed by the host (the descriptors' block shapes),
@@ -1255,12 +1256,14 @@ def _pow2_tile(count: int, most: int) -> int:
 
 
 def _fwd_tma_tile(dtype: torch.dtype) -> tuple[int, int, int]:
-    """The TMA forward's widest tile (positions, BLOCK_N, BLOCK_K): ``_FWD_TMA_TILE`` with BLOCK_K halved in fp32
-    (so that 4 stages and the fp32 output tile fit in shared memory); 16 each under the interpreter."""
+    """The TMA forward's (and grad_input's) widest tile (positions, BLOCK_N, BLOCK_K): ``_FWD_TMA_TILE``, with
+    BLOCK_N and BLOCK_K halved in fp32 (4-byte elements: the same bytes per stage as 16-bit tiles); 16 each under the
+    interpreter. On an H200 (graphed, kernel_notes.md v3h, probe 6) b's fp32 forward took 0.062 ms with 128 × 64 ×
+    32 against 0.074 with 128 × 128 × 32; 64-position tiles were slower on every a-d shape and dtype."""
     if interpreter_active():
         return 16, 16, 16
     rows, columns, channels = _FWD_TMA_TILE
-    return rows, columns, channels // 2 if dtype == torch.float32 else channels
+    return (rows, columns // 2, channels // 2) if dtype == torch.float32 else (rows, columns, channels)
 
 
 def _tma_box(rows: int, h: int, w: int) -> tuple[int, int]:
