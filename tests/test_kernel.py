@@ -507,6 +507,25 @@ def test_every_kernel_configuration_compiles_for_hopper_and_fits_shared_memory()
     assert "; 0 failures;" in result.stdout
 
 
+def _skip_without_tma() -> None:
+    """Skip on a CUDA GPU older than Hopper (the interpreter runs the TMA kernels on the CPU)."""
+    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs a Hopper GPU")
+
+
+def _backward_reference(n, c_in, c_out, size, kernel, stride, padding, output_padding, seed: int):
+    """Random float64 x (N, C_in, *size), weight (C_in, C_out, *kernel), grad_y of the transposed convolution's
+    output size, and torch's float64 (grad_x, grad_weight) for them (dilation 1, groups 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
+    w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
+    out = [(i - 1) * s - 2 * p + k + op for i, s, p, k, op in zip(size, stride, padding, kernel, output_padding)]
+    gy = torch.randn(n, c_out, *out, generator=gen, dtype=torch.float64)
+    grads = torch.ops.aten.convolution_backward(gy, x, w, None, stride, padding, (1, 1, 1), True, output_padding, 1,
+                                                (True, True, False))
+    return x, w, gy, grads[:2]
+
+
 # (N, C_in, C_out, input size, kernel, stride, padding, output_padding, dtype): under the interpreter the TMA tiles
 # are 16 channels × 16 columns × 16 positions, so C_in 64 takes four tiles, 40 columns three, and the W runs (QW =
 # 5, 7, 10 and 4 positions) one ragged, zero-filled step.
@@ -523,16 +542,9 @@ def test_grad_weight_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """grad_weight of channels_last_3d x and grad_y through the TMA phase kernel (several C_in and column tiles,
     ragged W runs, taps outside the kernel on some W phases, stride 3) against float64 torch."""
-    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("TMA needs a Hopper GPU")
+    _skip_without_tma()
     launches = _count_launches(monkeypatch, "_bwd_weight_tma")
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
-    w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
-    out = [(i - 1) * s - 2 * p + k + op for i, s, p, k, op in zip(size, stride, padding, kernel, output_padding)]
-    gy = torch.randn(n, c_out, *out, generator=gen, dtype=torch.float64)
-    ref = torch.ops.aten.convolution_backward(gy, x, w, None, stride, padding, (1, 1, 1), True, output_padding, 1,
-                                              (False, True, False))[1]
+    x, w, gy, (_, ref) = _backward_reference(n, c_in, c_out, size, kernel, stride, padding, output_padding, seed=5)
     cl = torch.channels_last_3d
     x_d, gy_d = (t.to(DEVICE, dtype).contiguous(memory_format=cl) for t in (x, gy))
     gw, gb = triton_kernels.grad_weight(x_d, gy_d, w.shape, dtype, None, stride, padding, (1, 1, 1), 1, "ieee")
@@ -581,8 +593,7 @@ def test_forward_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride, pa
     """The channels_last_3d forward through the TMA phase GEMM (several K blocks and column tiles, ragged boxes,
     zero taps on some W phases, stride 3, kernel = stride, bias on and off) against float64 torch; y keeps
     channels_last_3d."""
-    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("TMA needs a Hopper GPU")
+    _skip_without_tma()
     launches = _count_launches(monkeypatch, "_fwd_phase_tma")
     gen = torch.Generator().manual_seed(6)
     x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
@@ -632,16 +643,9 @@ def test_grad_input_by_tma_matches_float64(n, c_in, c_out, size, kernel, stride,
     """grad_input of a channels_last_3d grad_y through the TMA phase GEMM's transpose (several channel tiles and K
     blocks, ragged boxes, zero taps on some W phases, D shifts at the batch items' edges, stride 3, kernel = stride)
     against float64 torch; grad_x is channels_last_3d."""
-    if DEVICE == "cuda" and torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("TMA needs a Hopper GPU")
+    _skip_without_tma()
     launches = _count_launches(monkeypatch, "_bwd_input_tma")
-    gen = torch.Generator().manual_seed(7)
-    x = torch.randn(n, c_in, *size, generator=gen, dtype=torch.float64)
-    w = torch.randn(c_in, c_out, *kernel, generator=gen, dtype=torch.float64)
-    out = [(i - 1) * s - 2 * p + k + op for i, s, p, k, op in zip(size, stride, padding, kernel, output_padding)]
-    gy = torch.randn(n, c_out, *out, generator=gen, dtype=torch.float64)
-    ref = torch.ops.aten.convolution_backward(gy, x, w, None, stride, padding, (1, 1, 1), True, output_padding, 1,
-                                              (True, False, False))[0]
+    x, w, gy, (ref, _) = _backward_reference(n, c_in, c_out, size, kernel, stride, padding, output_padding, seed=7)
     gy_d = gy.to(DEVICE, dtype).contiguous(memory_format=torch.channels_last_3d)
     w_d = triton_kernels.tap_major(w.to(DEVICE, dtype), dtype)
     gx = triton_kernels.grad_input(gy_d, w_d, x.shape, True, stride, padding, (1, 1, 1), 1, "ieee")

@@ -383,6 +383,24 @@ def _phase_range(r, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, U_MAX: tl
 
 
 @triton.jit
+def _phase_shift(it, k_blocks, vd0, vh0, th, UW: tl.constexpr):
+    """Step ``it`` of a phase pair's K loop, which walks its (vd, vh, vw) shifts (vd from ``vd0``, th H shifts from
+    ``vh0``, UW W shifts) × ``k_blocks`` channel blocks: (channel block, vw, vh, vd)."""
+    shift = it // k_blocks
+    return it - shift * k_blocks, shift % UW, vh0 + shift // UW % th, vd0 + shift // (UW * th)
+
+
+@triton.jit
+def _tma_box_origin(pid, DEPTH, H, W, BOX_H: tl.constexpr, BOX_W: tl.constexpr):
+    """(n, d, h0, w0) of program ``pid`` in a grid of BOX_H × BOX_W boxes over (N·DEPTH) slabs of H × W
+    positions, W boxes fastest."""
+    w_boxes = tl.cdiv(W, BOX_W)
+    h_boxes = tl.cdiv(H, BOX_H)
+    slab = pid // (w_boxes * h_boxes)
+    return slab // DEPTH, slab % DEPTH, pid // w_boxes % h_boxes * BOX_H, pid % w_boxes * BOX_W
+
+
+@triton.jit
 def _fwd_phase_gemm_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     T, ID, IH, IW, QD, QH, QW, OD, OH, OW, C_IN, C_IN_G, C_OUT_G,
@@ -431,11 +449,8 @@ def _fwd_phase_gemm_kernel(
         acc = _zero_acc(BLOCK_M, BLOCK_N, IS_FP64)
         w_pair = w_ptr + pair * (UD * UH * UW) * C_IN * n_cols
         for it in range(0, td * th * UW * k_blocks):
-            shift = it // k_blocks
-            ci = (it - shift * k_blocks) * BLOCK_K + k_range
-            vw = shift % UW
-            vh = vh0 + shift // UW % th
-            vd = vd0 + shift // (UW * th)
+            k_block, vw, vh, vd = _phase_shift(it, k_blocks, vd0, vh0, th, UW)
+            ci = k_block * BLOCK_K + k_range
             i_d = q_d + UD_MAX - vd
             i_h = q_h + UH_MAX - vh
             i_w = q_w + UW_MAX - vw
@@ -486,13 +501,7 @@ def _fwd_phase_tma_kernel(
     BLOCK_N (rW, co) columns of one (rd, rh) phase pair. Grid (N·QD · H boxes · W boxes, sD·sH · column tiles)."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    w_boxes = tl.cdiv(QW, BOX_W)
-    h_boxes = tl.cdiv(QH, BOX_H)
-    q_w0 = pid_m % w_boxes * BOX_W
-    q_h0 = pid_m // w_boxes % h_boxes * BOX_H
-    slab = pid_m // (w_boxes * h_boxes)
-    n = slab // QD
-    q_d = slab % QD
+    n, q_d, q_h0, q_w0 = _tma_box_origin(pid_m, QD, QH, QW, BOX_H, BOX_W)
     col_tiles = tl.cdiv(N_COLS, BLOCK_N)
     col0 = pid_n % col_tiles * BLOCK_N
     pair = pid_n // col_tiles
@@ -503,11 +512,8 @@ def _fwd_phase_tma_kernel(
     k_blocks = tl.cdiv(C_IN, BLOCK_K)
     acc = _zero_acc(BOX_H * BOX_W, BLOCK_N, IS_FP64)
     for it in range(0, td * th * UW * k_blocks):
-        shift = it // k_blocks
-        k0 = (it - shift * k_blocks) * BLOCK_K
-        vw = shift % UW
-        vh = vh0 + shift // UW % th
-        vd = vd0 + shift // (UW * th)
+        k_block, vw, vh, vd = _phase_shift(it, k_blocks, vd0, vh0, th, UW)
+        k0 = k_block * BLOCK_K
         a = x_desc.load([n, q_d + UD_MAX - vd, q_h0 + UH_MAX - vh, q_w0 + UW_MAX - vw, k0])
         b = w_desc.load([(((pair * UD + vd) * UH + vh) * UW + vw) * C_IN + k0, col0])
         acc = _mma(acc, a.reshape(BOX_H * BOX_W, BLOCK_K), b, IS_FP64, IS_FP32, PRECISION, UPCAST)
@@ -539,13 +545,7 @@ def _bwd_input_tma_kernel(
     Grid (N·D · H boxes · W boxes, C_in tiles)."""
     pid_m = tl.program_id(0)
     ci0 = tl.program_id(1) * BLOCK_N
-    w_boxes = tl.cdiv(W, BOX_W)
-    h_boxes = tl.cdiv(H, BOX_H)
-    i_w0 = pid_m % w_boxes * BOX_W
-    i_h0 = pid_m // w_boxes % h_boxes * BOX_H
-    slab = pid_m // (w_boxes * h_boxes)
-    n = slab // D
-    i_d = slab % D
+    n, i_d, i_h0, i_w0 = _tma_box_origin(pid_m, D, H, W, BOX_H, BOX_W)
     k_blocks = tl.cdiv(N_COLS, BLOCK_K)
     acc = _zero_acc(BOX_H * BOX_W, BLOCK_N, IS_FP64)
     for pair in range(0, SD * SH):
@@ -556,11 +556,8 @@ def _bwd_input_tma_kernel(
         vd_lo = tl.maximum(vd0, UD_MAX - i_d)  # the D shifts whose grad_y row q_d = i_d + vd − U_MAX is in [0, QD)
         vd_hi = tl.minimum(vd0 + td, UD_MAX - i_d + QD)
         for it in range(0, tl.maximum(vd_hi - vd_lo, 0) * th * UW * k_blocks):
-            shift = it // k_blocks
-            k0 = (it - shift * k_blocks) * BLOCK_K
-            vw = shift % UW
-            vh = vh0 + shift // UW % th
-            vd = vd_lo + shift // (UW * th)
+            k_block, vw, vh, vd = _phase_shift(it, k_blocks, vd_lo, vh0, th, UW)
+            k0 = k_block * BLOCK_K
             a = g_desc.load([n * OD + SD * (i_d + vd - UD_MAX) + rd, i_h0 + vh - UH_MAX, rh, i_w0 + vw - UW_MAX, k0])
             b = w_desc.load([(((pair * UD + vd) * UH + vh) * UW + vw) * C_IN + ci0, k0])
             acc = _mma(acc, a.reshape(BOX_H * BOX_W, BLOCK_K), tl.trans(b), IS_FP64, IS_FP32, PRECISION, UPCAST)
