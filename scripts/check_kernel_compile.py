@@ -39,7 +39,8 @@ WGRAD_TMA_GEOMETRY = ("KD", "KH", "SD", "SH", "PD", "PH", "UW", "UD_MAX", "UH_MA
 # TMA descriptor arguments per kernel: their block shapes from the constexprs
 DESC_BLOCKS = {
     "_fwd_phase_tma_kernel": {"x_desc": lambda v: [1, 1, v["BOX_H"], v["BOX_W"], v["BLOCK_K"]],
-                              "w_desc": lambda v: [v["BLOCK_K"], v["BLOCK_N"]],
+                              "w_desc": lambda v: [v["BLOCK_N"], v["BLOCK_K"]] if v["W_K_MAJOR"] else
+                              [v["BLOCK_K"], v["BLOCK_N"]],
                               "y_desc": lambda v: [1, v["BOX_H"], 1, v["BOX_W"], v["BLOCK_N"]]},
     "_bwd_input_tma_kernel": {"g_desc": lambda v: [1, v["BOX_H"], 1, v["BOX_W"], v["BLOCK_K"]],
                               "w_desc": lambda v: [v["BLOCK_N"], v["BLOCK_K"]],
@@ -48,7 +49,7 @@ DESC_BLOCKS = {
                                "g_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_N"]]},
 }
 FWD_TMA = dict(KD=4, KH=4, SD=2, SH=2, PD=1, PH=1, UD=U, UH=U, UW=U, UD_MAX=U_MAX, UH_MAX=U_MAX, UW_MAX=U_MAX,
-               HAS_BIAS=True, BOX_H=4, BOX_W=32,  # the host's widest tiles, BLOCK_N and BLOCK_K halved in fp32
+               W_K_MAJOR=lambda dtype: dtype == "fp32", HAS_BIAS=True, BOX_H=4, BOX_W=32,  # the host's widest tiles, BLOCK_N and BLOCK_K halved in fp32
                BLOCK_N=lambda dtype: tk._fwd_tma_tile(torch.float32 if dtype == "fp32" else torch.bfloat16)[1],
                BLOCK_K=lambda dtype: tk._fwd_tma_tile(torch.float32 if dtype == "fp32" else torch.bfloat16)[2])
 WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
@@ -71,7 +72,7 @@ KERNELS = [
     (tk._bwd_weight_wide_tuned, {**WGRAD, **dict(zip(("BLOCK_CI", "BLOCK_N"), tk._WGRAD_WIDE_TILE))},
      WGRAD_POINTERS, WGRAD_INTS, NCDHW_UNIT),
     (tk._fwd_phase_tma_tuned, FWD_TMA, (), (), ()),
-    (tk._bwd_input_tma_tuned, {k: v for k, v in FWD_TMA.items() if k != "HAS_BIAS"}, (), (), ()),
+    (tk._bwd_input_tma_tuned, {k: v for k, v in FWD_TMA.items() if k not in ("HAS_BIAS", "W_K_MAJOR")}, (), (), ()),
     (tk._bwd_weight_tma_tuned, dict(**{k: v for k, v in PHASE_K4S2P1.items() if k in WGRAD_TMA_GEOMETRY},
                                     **dict(zip(("BLOCK_CI", "BLOCK_N", "BLOCK_W"), tk._WGRAD_TMA_TILE))),
      ("part_ptr",), ("STEPS", "CHUNK"), ()),

@@ -488,15 +488,17 @@ def _fwd_phase_tma_kernel(
     QD, QH, QW, OD, C_IN, C_OUT, N_COLS,
     KD: tl.constexpr, KH: tl.constexpr, SD: tl.constexpr, SH: tl.constexpr, PD: tl.constexpr, PH: tl.constexpr,
     UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr,
-    UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr, HAS_BIAS: tl.constexpr,
-    IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BOX_H: tl.constexpr, BOX_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    UD_MAX: tl.constexpr, UH_MAX: tl.constexpr, UW_MAX: tl.constexpr, W_K_MAJOR: tl.constexpr,
+    HAS_BIAS: tl.constexpr, IS_FP64: tl.constexpr, IS_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, BOX_H: tl.constexpr, BOX_W: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """The phase GEMM (``_fwd_phase_gemm_kernel``) on channels_last_3d x and y, groups 1, OD/OH/OW multiples of the
     stride, with every tile moved by TMA (no per-element address or bound arithmetic: out-of-range reads are zeros,
     out-of-range writes are dropped). x_desc: x as (N, D, H, W, C_in), blocks [1, 1, BOX_H, BOX_W, BLOCK_K];
     w_desc: ``phase_weight`` (w_phase_major) as [(sD, sH, UD, UH, UW, C_in) rows, sW·C_out columns], blocks
-    [BLOCK_K, BLOCK_N] (rows past one shift's C_in meet zero x channels); y_desc: y as (N·OD, QH, sH, QW, sW·C_out),
+    [BLOCK_K, BLOCK_N] (rows past one shift's C_in meet zero x channels), or with W_K_MAJOR (columns_first) as
+    [(sD, sH, UD, UH, UW, sW·C_out) rows, C_in columns], blocks [BLOCK_N, BLOCK_K] (rows past one shift's columns
+    land in y columns that the store drops); y_desc: y as (N·OD, QH, sH, QW, sW·C_out),
     blocks [1, BOX_H, 1, BOX_W, BLOCK_N]. A program computes a BOX_H × BOX_W box of positions q of one (n, q_d) ×
     BLOCK_N (rW, co) columns of one (rd, rh) phase pair. Grid (N·QD · H boxes · W boxes, sD·sH · column tiles)."""
     pid_m = tl.program_id(0)
@@ -515,7 +517,11 @@ def _fwd_phase_tma_kernel(
         k_block, vw, vh, vd = _phase_shift(it, k_blocks, vd0, vh0, th, UW)
         k0 = k_block * BLOCK_K
         a = x_desc.load([n, q_d + UD_MAX - vd, q_h0 + UH_MAX - vh, q_w0 + UW_MAX - vw, k0])
-        b = w_desc.load([(((pair * UD + vd) * UH + vh) * UW + vw) * C_IN + k0, col0])
+        shift = ((pair * UD + vd) * UH + vh) * UW + vw
+        if W_K_MAJOR:  # a [BLOCK_N, BLOCK_K] tile, its transpose the dot's K-major operand (TF32 needs one)
+            b = w_desc.load([shift * N_COLS + col0, k0]).T
+        else:
+            b = w_desc.load([shift * C_IN + k0, col0])
         acc = _mma(acc, a.reshape(BOX_H * BOX_W, BLOCK_K), b, IS_FP64, IS_FP32, PRECISION, UPCAST)
     if HAS_BIAS:  # column (rW, co) takes bias[co]
         col = col0 + tl.arange(0, BLOCK_N)
@@ -893,7 +899,9 @@ _WGRAD_WIDE_CONFIGS = [
 # TMA against the phase GEMM on channels_last_3d: 2, 64 -> 32, 32^3, k4s2p1: bf16 0.090 / 0.113, fp32 0.257 / 0.260;
 # 1, 32 -> 16, 96^3, k3s2p1op1: bf16 0.305 / 0.314, fp32 0.395 / 0.566; 2, 64 -> 32, 64^3, k2s2: bf16 0.176 / 0.161,
 # fp32 0.300 / 0.367; 2, 256 -> 128, 16^3, k2s2: bf16 0.028 / 0.034, fp32 0.074 / 0.062 (TMA 0.062 with the fp32 tile
-# of ``_fwd_tma_tile``).
+# of ``_fwd_tma_tile``). With the fp32 weight K-major (``_fwd_tma_weight_k_major``, probe 9), the TMA fp32 forward took
+# b 0.057 -> 0.043, d 0.252 -> 0.162, c 0.397 -> 0.362, a 0.296 -> 0.293; K-major 16-bit weights were 1-3 % slower
+# on b and d.
 _FWD_TMA_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in [(4, 3), (8, 3), (4, 4), (8, 4)]]
 _FWD_TMA_TILE = (128, 128, 64)
 # grad_weight by TMA (``_bwd_weight_tma_kernel``): the tiles are fixed by the host (the descriptors' block shapes),
@@ -1156,9 +1164,11 @@ def _phase_shifts(k: int, s: int, p: int) -> tuple[int, int]:
 
 
 def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple, dtype: torch.dtype,
-                 w_phase_major: bool = False) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+                 w_phase_major: bool = False, columns_first: bool = False
+                 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """(weight (C_in, C_out/g, kD, kH, kW) as the phase GEMM reads it, its (U_MAX, U) per axis (``_phase_shifts``)).
-    The tensor is (sD, sH, UD, UH, UW, C_in, C_out/g, sW) — (…, C_in, sW, C_out/g) when ``w_phase_major`` —
+    The tensor is (sD, sH, UD, UH, UW, C_in, C_out/g, sW) — (…, C_in, sW, C_out/g) when ``w_phase_major``, (…, sW,
+    C_out/g, C_in) when ``columns_first`` (each column's C_in weights contiguous: K-major for the forward's dot) —
     contiguous, cast to ``dtype``, element [rd, rh, vd, vh, vw, ci, co, rw] = weight[ci, co, sD·vd + rd − lead_D,
     ...] (lead = s·U_MAX − p), zero where that tap is outside the kernel. Each axis is the kernel zero-padded to U·s
     taps and split into (U, s): one pad and one copy."""
@@ -1169,7 +1179,8 @@ def phase_weight(weight: torch.Tensor, stride: Triple, padding: Triple, dtype: t
         pads.append((lead, u * s - k - lead))
         split += [u, s]
     padded = torch.nn.functional.pad(weight.to(dtype), [v for pair in reversed(pads) for v in pair])
-    order = (3, 5, 2, 4, 6, 0, 7, 1) if w_phase_major else (3, 5, 2, 4, 6, 0, 1, 7)
+    order = (3, 5, 2, 4, 6, 7, 1, 0) if columns_first else (
+        (3, 5, 2, 4, 6, 0, 7, 1) if w_phase_major else (3, 5, 2, 4, 6, 0, 1, 7))
     return padded.view(split).permute(order).contiguous(), shifts
 
 
@@ -1263,6 +1274,13 @@ def _fwd_tma_tile(dtype: torch.dtype) -> tuple[int, int, int]:
     return (rows, columns // 2, channels // 2) if dtype == torch.float32 else (rows, columns, channels)
 
 
+def _fwd_tma_weight_k_major(dtype: torch.dtype) -> bool:
+    """Whether the TMA forward reads its phase weight K-major (``phase_weight(columns_first=True)``): in fp32, whose
+    TF32 dot takes only K-major shared-memory operands (an N-major weight tile is copied to a K-major one at every
+    K step)."""
+    return dtype == torch.float32
+
+
 def _tma_box(rows: int, h: int, w: int) -> tuple[int, int]:
     """(BOX_H, BOX_W) of a TMA tile of ``rows`` positions over an h × w plane: BOX_W from ``_box_width``, BOX_H the
     rest up to the next power of 2 of h, at least 16 positions in all (the dot's minimum)."""
@@ -1292,20 +1310,22 @@ def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tenso
     c_out, kernel = weight.shape[1], tuple(weight.shape[2:])
     od, oh, ow = y.shape[2:]
     qd, qh, qw = od // stride[0], oh // stride[1], ow // stride[2]
-    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=True)
+    k_major = _fwd_tma_weight_k_major(x.dtype)
+    w_phases, shifts = phase_weight(weight, stride, padding, x.dtype, w_phase_major=True, columns_first=k_major)
     columns = stride[2] * c_out
     rows, max_n, max_k = _fwd_tma_tile(x.dtype)
     block_n, block_k = _pow2_tile(columns, max_n), _pow2_tile(c_in, max_k)
     box_h, box_w = _tma_box(rows, qh, qw)
-    w_rows = w_phases.view(-1, columns)
     x_desc = _channels_last_desc(x, [1, 1, box_h, box_w, block_k])
-    w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [columns, 1], [block_k, block_n])
+    w_rows = w_phases.view(-1, c_in if k_major else columns)
+    w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [w_rows.shape[1], 1],
+                              [block_n, block_k] if k_major else [block_k, block_n])
     y_desc = TensorDescriptor(y, [n * od, qh, stride[1], qw, columns],
                               [y.stride(2), stride[1] * y.stride(3), y.stride(3), columns, 1],
                               [1, box_h, 1, box_w, block_n])
     (ud_max, ud), (uh_max, uh), (uw_max, uw) = shifts
     consts = {"KD": kernel[0], "KH": kernel[1], "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1],
-              "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max,
+              "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max, "W_K_MAJOR": k_major,
               **{k: v for k, v in flags.items() if k != "INDEX_64"}, "BOX_H": box_h, "BOX_W": box_w,
               "BLOCK_N": block_n, "BLOCK_K": block_k}
     grid = (n * qd * _cdiv(qh, box_h) * _cdiv(qw, box_w), stride[0] * stride[1] * _cdiv(columns, block_n))
