@@ -363,6 +363,10 @@ def markdown(report: dict) -> str:
         "",
         f"{env['date']} · {env['device']} · torch {env['torch']} · Triton {env['triton']} · cuDNN {env['cudnn']}"
         f" · mode {report['mode']} · copy bandwidth {report['copy_bandwidth_gbs']:.0f} GB/s",
+        *(["", "Merged from runs of the same code (date and copy bandwidth above: the first run's):"]
+          if "merged_from" in report else []),
+        *[f"- run {i} ({run['date']}, `--only {run['only']}`, copy bandwidth {run['copy_bandwidth_gbs']:.0f} GB/s): "
+          f"{'; '.join(run['rows'])}" for i, run in enumerate(report.get("merged_from", []), 1)],
         "",
         "Median ms (do_bench, L2 flushed per rep). cuDNN: benchmark=True, best of NCDHW / channels_last_3d (CL); "
         "fp32 = TF32 dots on both sides. ratio = cuDNN best / ours best (> 1: ours faster). %floor = memory "
@@ -456,11 +460,45 @@ def parse_args() -> argparse.Namespace:
                    help="no new shape is started after this many seconds; skipped ones are listed (default 225)")
     p.add_argument("--precompile-budget-s", type=float, default=90.0,
                    help="the precompile phase stops after this many seconds (default 90)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="measure nothing: merge these reports of one card and software (e.g. a run and a second run "
+                        "of the shapes its budget skipped) into --out; a shape measured twice keeps the first row")
     return p.parse_args()
+
+
+def merge_reports(paths: list[Path]) -> dict:
+    """One report from several runs' reports (same device, torch, Triton, cuDNN): their rows in shape order (the
+    first file's row where several measured a shape and dtype), what none measured as skipped, the runs listed."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    versions = {tuple(r[k] for k in ("device", "torch", "triton", "cudnn")) for r in reports}
+    if len(versions) != 1:
+        raise SystemExit(f"--merge: the reports come from different cards or software: {sorted(versions)}")
+    rows: dict[tuple[str, str], dict] = {}
+    for report in reports:
+        for row in report["rows"]:
+            rows.setdefault((row["name"], row["dtype"]), row)
+    order = {(shape.name, dt): i for i, (shape, dt) in enumerate((s, d) for s in shapes(False) for d in DTYPES)}
+    merged_rows = sorted(rows.values(), key=lambda r: order.get((r["name"], r["dtype"]), len(order)))
+    skipped = sorted({name for r in reports for name in r["skipped_for_time_budget"]}
+                     - {f"{name} {dt}" for name, dt in rows})
+    first = reports[0]
+    return {**first, "rows": merged_rows, "skipped_for_time_budget": skipped,
+            "failed": [f for r in reports for f in r["failed"]], "summary": summarize(merged_rows),
+            "merged_from": [{"file": path.name, "date": r["date"], "only": r["settings"]["only"],
+                             "copy_bandwidth_gbs": r["copy_bandwidth_gbs"], "elapsed_s": r["elapsed_s"]["total"],
+                             "rows": [f"{row['name']} {row['dtype']}" for row in r["rows"]]}
+                            for path, r in zip(paths, reports)]}
 
 
 def main() -> int:
     args = parse_args()
+    if args.merge:
+        report = merge_reports(args.merge)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(report))
+        print(f"-> {args.out} (+ .md): {len(report['rows'])} rows from {len(args.merge)} runs")
+        return 0
     device = torch.device("cuda" if torch.cuda.is_available() and not interpreter() else "cpu")
     if device.type != "cuda" and not args.smoke:
         print("bench_conv_transpose3d.py needs a CUDA GPU; use --smoke to exercise it on the CPU", file=sys.stderr)

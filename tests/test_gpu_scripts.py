@@ -75,6 +75,33 @@ def test_bench_conv_transpose3d_smoke(smoke_runs: dict) -> None:
     assert Path(smoke_runs["bench"][1]).with_suffix(".md").read_text().startswith("# ConvTranspose3d")
 
 
+def test_bench_merge_fills_in_skipped_shapes(smoke_runs: dict, tmp_path: Path) -> None:
+    """--merge joins a run and a second run of the shapes it skipped: every row once (the first run's where both
+    measured one), the skips the second run filled in dropped, the summary recomputed, the runs listed; reports of
+    different software are refused."""
+    code, log, report = _finish(smoke_runs["bench"])
+    assert code == 0, log[-3000:]
+    fp32, bf16 = (next(r for r in report["rows"] if r["dtype"] == dt) for dt in ("fp32", "bf16"))
+    name = fp32["name"]
+    first = {**report, "rows": [fp32], "skipped_for_time_budget": [f"{name} bf16"]}
+    second = {**report, "rows": [{**fp32, "times_ms": None}, bf16], "skipped_for_time_budget": []}
+    paths = [tmp_path / "first.json", tmp_path / "second.json"]
+    for path, part in zip(paths, (first, second)):
+        path.write_text(json.dumps(part))
+    out = tmp_path / "merged.json"
+    args = [sys.executable, SCRIPTS["bench"], "--merge", *map(str, paths), "--out", str(out)]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    merged = json.loads(out.read_text())
+    assert [(r["dtype"], r["times_ms"] is not None) for r in merged["rows"]] == [("fp32", True), ("bf16", True)]
+    assert merged["skipped_for_time_budget"] == [] and merged["summary"] == report["summary"]
+    assert [run["rows"] for run in merged["merged_from"]] == [[f"{name} fp32"], [f"{name} fp32", f"{name} bf16"]]
+    assert "- run 2 (" in out.with_suffix(".md").read_text()
+    paths[1].write_text(json.dumps({**second, "triton": "0.0"}))
+    refused = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "different cards or software" in refused.stderr
+
+
 def test_bench_model_interleaves_modes() -> None:
     """bench_model times the nets in turn within every repeat, reversing the order every other repeat, so that host
     or clock drift during the run reaches both nets alike; each net's median is over its own calls only."""
