@@ -900,7 +900,7 @@ _WGRAD_WIDE_CONFIGS = [
 # 1, 32 -> 16, 96^3, k3s2p1op1: bf16 0.305 / 0.314, fp32 0.395 / 0.566; 2, 64 -> 32, 64^3, k2s2: bf16 0.176 / 0.161,
 # fp32 0.300 / 0.367; 2, 256 -> 128, 16^3, k2s2: bf16 0.028 / 0.034, fp32 0.074 / 0.062 (TMA 0.062 with the fp32 tile
 # of ``_fwd_tma_tile``). With the fp32 weight K-major (``_fwd_tma_weight_k_major``, probe 9), the TMA fp32 forward took
-# b 0.057 -> 0.043, d 0.252 -> 0.162, c 0.397 -> 0.362, a 0.296 -> 0.293; K-major 16-bit weights were 1-3 % slower
+# b 0.057 -> 0.043, d 0.252 -> 0.162, c 0.397 -> 0.363, a 0.296 -> 0.293; K-major 16-bit weights were 1-3 % slower
 # on b and d.
 _FWD_TMA_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in [(4, 3), (8, 3), (4, 4), (8, 4)]]
 _FWD_TMA_TILE = (128, 128, 64)
