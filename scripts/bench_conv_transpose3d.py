@@ -490,13 +490,18 @@ def merge_reports(paths: list[Path]) -> dict:
                             for path, r in zip(paths, reports)]}
 
 
+def write_report(report: dict, out: Path) -> None:
+    """The report as JSON at ``out`` and as markdown beside it (.md)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+
+
 def main() -> int:
     args = parse_args()
     if args.merge:
         report = merge_reports(args.merge)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(markdown(report))
+        write_report(report, args.out)
         print(f"-> {args.out} (+ .md): {len(report['rows'])} rows from {len(args.merge)} runs")
         return 0
     device = torch.device("cuda" if torch.cuda.is_available() and not interpreter() else "cpu")
@@ -571,9 +576,7 @@ def main() -> int:
                       "precompile": round(t_measure - start, 1),
                       "measure": round(time.perf_counter() - t_measure, 1)},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(report))
+    write_report(report, args.out)
     print(markdown(report))
     print(f"-> {args.out} (+ .md), {report['elapsed_s']['total']:.0f} s"
           + (f"; SKIPPED (time budget): {skipped}" if skipped else "") + (f"; FAILED: {failed}" if failed else ""))
