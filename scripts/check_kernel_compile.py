@@ -48,8 +48,9 @@ DESC_BLOCKS = {
     "_bwd_weight_tma_kernel": {"x_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_CI"]],
                                "g_desc": lambda v: [1, 1, 1, v["BLOCK_W"], v["BLOCK_N"]]},
 }
+# the host's widest tiles, BLOCK_N and BLOCK_K halved in fp32, whose weight is K-major
 FWD_TMA = dict(KD=4, KH=4, SD=2, SH=2, PD=1, PH=1, UD=U, UH=U, UW=U, UD_MAX=U_MAX, UH_MAX=U_MAX, UW_MAX=U_MAX,
-               W_K_MAJOR=lambda dtype: dtype == "fp32", HAS_BIAS=True, BOX_H=4, BOX_W=32,  # the host's widest tiles, BLOCK_N and BLOCK_K halved in fp32
+               W_K_MAJOR=lambda dtype: dtype == "fp32", HAS_BIAS=True, BOX_H=4, BOX_W=32,
                BLOCK_N=lambda dtype: tk._fwd_tma_tile(torch.float32 if dtype == "fp32" else torch.bfloat16)[1],
                BLOCK_K=lambda dtype: tk._fwd_tma_tile(torch.float32 if dtype == "fp32" else torch.bfloat16)[2])
 WGRAD_POINTERS, WGRAD_INTS = ("part_ptr", "bias_part_ptr"), ("P", "CHUNK")
