@@ -1258,6 +1258,11 @@ def _tma_eligible(x: torch.Tensor, grad_y: torch.Tensor | None, stride: Triple, 
         x.shape[1] * size % 16 == 0 and stride[2] * c_out * size % 16 == 0)
 
 
+def _stride_multiples(out_size: Sequence[int], stride: Triple) -> bool:
+    """Whether every output size is a multiple of its stride (the TMA phase GEMMs' y view (N·OD, QH, sH, QW, sW·C))."""
+    return all(o % s == 0 for o, s in zip(out_size, stride))
+
+
 def _pow2_tile(count: int, most: int) -> int:
     """A TMA block's extent over ``count`` channels or columns: the next power of 2, at least 16, at most ``most``."""
     return min(most, max(16, _next_pow2(count)))
@@ -1299,7 +1304,7 @@ def forward_uses_tma(x: torch.Tensor, out_size: Sequence[int], stride: Triple, d
     """Whether the forward runs as the phase GEMM with TMA tiles (``_fwd_phase_tma_kernel``): ``_tma_eligible``
     and output sizes that are multiples of the stride."""
     return (_tma_eligible(x, None, stride, dilation, groups, c_out)
-            and all(o % s == 0 for o, s in zip(out_size, stride)))
+            and _stride_multiples(out_size, stride))
 
 
 def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tensor, y: torch.Tensor, stride: Triple,
@@ -1383,7 +1388,7 @@ def grad_input_uses_tma(grad_y: torch.Tensor, c_in: int, channels_last: bool, st
     kernels on the same tensors, ms bf16 / fp32: c 0.201 / 0.283 against 0.245 / 0.383, a 0.107 / 0.172 against
     0.110 / 0.211, b 0.026 / 0.036 against 0.028 / 0.040, d 0.085 / 0.142 against 0.078 / 0.151."""
     return (channels_last and c_in * grad_y.element_size() % 16 == 0
-            and all(o % s == 0 for o, s in zip(grad_y.shape[2:], stride))
+            and _stride_multiples(grad_y.shape[2:], stride)
             and _tma_eligible(grad_y, None, stride, dilation, groups, grad_y.shape[1]))
 
 
