@@ -391,6 +391,12 @@ def _phase_shift(it, k_blocks, vd0, vh0, th, UW: tl.constexpr):
 
 
 @triton.jit
+def _weight_shift(pair, vd, vh, vw, UD: tl.constexpr, UH: tl.constexpr, UW: tl.constexpr):
+    """Index of the (pair, vd, vh, vw) block of ``phase_weight`` (its rows per shift follow)."""
+    return ((pair * UD + vd) * UH + vh) * UW + vw
+
+
+@triton.jit
 def _tma_box_origin(pid, DEPTH, H, W, BOX_H: tl.constexpr, BOX_W: tl.constexpr):
     """(n, d, h0, w0) of program ``pid`` in a grid of BOX_H × BOX_W boxes over (N·DEPTH) slabs of H × W
     positions, W boxes fastest."""
@@ -517,7 +523,7 @@ def _fwd_phase_tma_kernel(
         k_block, vw, vh, vd = _phase_shift(it, k_blocks, vd0, vh0, th, UW)
         k0 = k_block * BLOCK_K
         a = x_desc.load([n, q_d + UD_MAX - vd, q_h0 + UH_MAX - vh, q_w0 + UW_MAX - vw, k0])
-        shift = ((pair * UD + vd) * UH + vh) * UW + vw
+        shift = _weight_shift(pair, vd, vh, vw, UD, UH, UW)
         if W_K_MAJOR:  # a [BLOCK_N, BLOCK_K] tile, its transpose the dot's K-major operand (TF32 needs one)
             b = w_desc.load([shift * N_COLS + col0, k0]).T
         else:
@@ -565,7 +571,7 @@ def _bwd_input_tma_kernel(
             k_block, vw, vh, vd = _phase_shift(it, k_blocks, vd_lo, vh0, th, UW)
             k0 = k_block * BLOCK_K
             a = g_desc.load([n * OD + SD * (i_d + vd - UD_MAX) + rd, i_h0 + vh - UH_MAX, rh, i_w0 + vw - UW_MAX, k0])
-            b = w_desc.load([(((pair * UD + vd) * UH + vh) * UW + vw) * C_IN + ci0, k0])
+            b = w_desc.load([_weight_shift(pair, vd, vh, vw, UD, UH, UW) * C_IN + ci0, k0])
             acc = _mma(acc, a.reshape(BOX_H * BOX_W, BLOCK_K), tl.trans(b), IS_FP64, IS_FP32, PRECISION, UPCAST)
     gx_desc.store([n, i_d, i_h0, i_w0, ci0], acc.to(gx_desc.dtype).reshape(1, 1, BOX_H, BOX_W, BLOCK_N))
 
@@ -1293,6 +1299,24 @@ def _tma_box(rows: int, h: int, w: int) -> tuple[int, int]:
     return max(16 // box_w, min(rows // box_w, _next_pow2(h))), box_w
 
 
+def _phase_rows_desc(t: torch.Tensor, stride: Triple, box_h: int, box_w: int, block_c: int) -> TensorDescriptor:
+    """A TMA descriptor over a channels_last_3d (N, C, OD, OH, OW) y or grad_y (OH, OW multiples of the stride) seen
+    as (N·OD, QH, sH, QW, sW·C): a voxel's channels of all its W phases are one row; blocks [1, BOX_H, 1, BOX_W,
+    block_c]."""
+    n, c, od, oh, ow = t.shape
+    columns = stride[2] * c
+    return TensorDescriptor(t, [n * od, oh // stride[1], stride[1], ow // stride[2], columns],
+                            [t.stride(2), stride[1] * t.stride(3), t.stride(3), columns, 1],
+                            [1, box_h, 1, box_w, block_c])
+
+
+def _phase_consts(kernel: Sequence[int], stride: Triple, padding: Triple, shifts: list[tuple[int, int]]) -> dict:
+    """The TMA phase kernels' geometry constexprs: kernel, stride and padding along D and H, (U, U_MAX) per axis."""
+    (ud_max, ud), (uh_max, uh), (uw_max, uw) = shifts
+    return {"KD": kernel[0], "KH": kernel[1], "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1],
+            "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max}
+
+
 def _channels_last_desc(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
     """A TMA descriptor over a channels_last_3d (N, C, D, H, W) tensor seen as (N, D, H, W, C)."""
     n, c, d, h, w = t.shape
@@ -1325,12 +1349,8 @@ def _tma_phase_forward(x: torch.Tensor, weight: torch.Tensor, b_arg: torch.Tenso
     w_rows = w_phases.view(-1, c_in if k_major else columns)
     w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [w_rows.shape[1], 1],
                               [block_n, block_k] if k_major else [block_k, block_n])
-    y_desc = TensorDescriptor(y, [n * od, qh, stride[1], qw, columns],
-                              [y.stride(2), stride[1] * y.stride(3), y.stride(3), columns, 1],
-                              [1, box_h, 1, box_w, block_n])
-    (ud_max, ud), (uh_max, uh), (uw_max, uw) = shifts
-    consts = {"KD": kernel[0], "KH": kernel[1], "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1],
-              "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max, "W_K_MAJOR": k_major,
+    y_desc = _phase_rows_desc(y, stride, box_h, box_w, block_n)
+    consts = {**_phase_consts(kernel, stride, padding, shifts), "W_K_MAJOR": k_major,
               **{k: v for k, v in flags.items() if k != "INDEX_64"}, "BOX_H": box_h, "BOX_W": box_w,
               "BLOCK_N": block_n, "BLOCK_K": block_k}
     grid = (n * qd * _cdiv(qh, box_h) * _cdiv(qw, box_w), stride[0] * stride[1] * _cdiv(columns, block_n))
@@ -1398,23 +1418,18 @@ def _tma_grad_input(grad_y: torch.Tensor, weight: torch.Tensor, gx: torch.Tensor
     (N, C_out, OD, OH, OW) and weight (C_in, C_out, kD, kH, kW) in any layout (``grad_input_uses_tma``)."""
     n, c_in, d, h, w = gx.shape
     c_out, kernel = weight.shape[1], tuple(weight.shape[2:])
-    od, oh, ow = grad_y.shape[2:]
-    qh, qw = oh // stride[1], ow // stride[2]
-    w_phases, ((ud_max, ud), (uh_max, uh), (uw_max, uw)) = phase_weight(weight, stride, padding, grad_y.dtype,
-                                                                        w_phase_major=True)
+    od = grad_y.shape[2]
+    w_phases, shifts = phase_weight(weight, stride, padding, grad_y.dtype, w_phase_major=True)
     columns = stride[2] * c_out
     rows, max_n, max_k = _fwd_tma_tile(grad_y.dtype)
     block_n, block_k = _pow2_tile(c_in, max_n), _pow2_tile(columns, max_k)
     box_h, box_w = _tma_box(rows, h, w)
     w_rows = w_phases.view(-1, columns)
-    g_desc = TensorDescriptor(grad_y, [n * od, qh, stride[1], qw, columns],
-                              [grad_y.stride(2), stride[1] * grad_y.stride(3), grad_y.stride(3), columns, 1],
-                              [1, box_h, 1, box_w, block_k])
+    g_desc = _phase_rows_desc(grad_y, stride, box_h, box_w, block_k)
     w_desc = TensorDescriptor(w_rows, list(w_rows.shape), [columns, 1], [block_n, block_k])
     gx_desc = _channels_last_desc(gx, [1, 1, box_h, box_w, block_n])
-    consts = {"KD": kernel[0], "KH": kernel[1], "SD": stride[0], "SH": stride[1], "PD": padding[0], "PH": padding[1],
-              "UD": ud, "UH": uh, "UW": uw, "UD_MAX": ud_max, "UH_MAX": uh_max, "UW_MAX": uw_max, **flags,
-              "BOX_H": box_h, "BOX_W": box_w, "BLOCK_N": block_n, "BLOCK_K": block_k}
+    consts = {**_phase_consts(kernel, stride, padding, shifts), **flags, "BOX_H": box_h, "BOX_W": box_w,
+              "BLOCK_N": block_n, "BLOCK_K": block_k}
     grid = (n * d * _cdiv(h, box_h) * _cdiv(w, box_w), _cdiv(c_in, block_n))
     _bwd_input_tma(lambda meta: grid, (g_desc, w_desc, gx_desc, d, h, w, od // stride[0], od, c_in, columns), consts,
                    {} if interpreter_active() else None)
