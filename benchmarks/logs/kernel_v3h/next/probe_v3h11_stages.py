@@ -8,13 +8,10 @@ Prediction (before any run): 5-6 stages take d bf16 from 0.088 to ~0.075 ms (x l
 still resident at 5 stages with BLOCK_N 64) and leave a and c level (their grids are large; fewer resident
 programs offset the deeper pipeline).
 Usage on the GPU machine:  python benchmarks/logs/kernel_v3h/next/probe_v3h11_stages.py OUT"""
-import json, sys, time, torch, triton
-import torch.nn.functional as F
-sys.path.insert(0, "scripts")
-from bench_conv_transpose3d import graphed
+import json, sys, time, triton
+sys.path[:0] = ["scripts", "benchmarks/logs/kernel_v3h/next"]
+from probe_problem import check_and_time, stride2_problem
 from app.kernels import triton_kernels as tk
-dev = torch.device("cuda"); CL = torch.channels_last_3d
-T = {"bf16": torch.bfloat16, "fp32": torch.float32}
 SH = {"d": (2, 64, 32, 32, 4, 1, 0), "c": (1, 32, 16, 96, 3, 1, 1), "b": (2, 256, 128, 16, 2, 0, 0),
       "a": (2, 64, 32, 64, 2, 0, 0)}
 CONFIGS = [(w, s) for s in (3, 4, 5, 6) for w in (4, 8)]
@@ -22,14 +19,7 @@ OUT, out, T0 = sys.argv[1], [], time.time()
 SHIPPED = tk._fwd_phase_tma_tuned.configs
 for name, (n, ci, co, size, k, p, op) in SH.items():
     for dt in ("bf16", "fp32"):
-        g = torch.Generator(device=dev).manual_seed(5)
-        x = torch.randn(n, ci, size, size, size, device=dev, generator=g, dtype=torch.float64)
-        w = torch.randn(ci, co, k, k, k, device=dev, generator=g, dtype=torch.float64) / 8
-        b = torch.randn(co, device=dev, generator=g, dtype=torch.float64)
-        ref = F.conv_transpose3d(x, w, b, 2, p, op)
-        xd, wd, bd = x.to(T[dt]).contiguous(memory_format=CL), w.to(T[dt]), b.to(T[dt])
-        y = torch.empty(ref.shape, device=dev, dtype=T[dt]).contiguous(memory_format=CL)
-        flags = {"HAS_BIAS": True, "INDEX_64": False, **tk._dtype_flags(T[dt], "tf32")}
+        xd, wd, bd, y, flags, ref = stride2_problem(n, ci, co, size, k, p, op, dt)
         fn = lambda: tk._tma_phase_forward(xd, wd, bd, y, (2,) * 3, (p,) * 3, flags)
         for warps, stages in [None] + CONFIGS:
             tk._fwd_phase_tma_tuned.configs = SHIPPED if warps is None else [
@@ -38,9 +28,7 @@ for name, (n, ci, co, size, k, p, op) in SH.items():
             tk._fwd_phase_tma.plans.clear()
             rec = dict(shape=name, dtype=dt, config="autotuned" if warps is None else [warps, stages])
             try:
-                y.zero_(); fn(); y1 = y.clone(); fn(); torch.cuda.synchronize()
-                rec.update(err=((y.double() - ref).norm() / ref.norm()).item(), same=bool(torch.equal(y, y1)))
-                rec["ms"] = triton.testing.do_bench(graphed(fn, dev), warmup=25, rep=100, return_mode="median")
+                rec.update(check_and_time(fn, y, ref))
                 if warps is None:
                     rec["chosen"] = str(tk._fwd_phase_tma_tuned.best_config)
             except Exception as e:
