@@ -259,6 +259,12 @@ def test_datamodule_contrast_synthesis_changes_intensities(tmp_path):
     (tmp_path / "plain.json").write_text(json.dumps({"train": ["t1.nii.gz"], "val": ["t1.nii.gz"]}))
     with pytest.raises(ValueError, match="tissue maps"):
         _datamodule(tmp_path / "plain.json", synth={"enabled": True}).setup()
+    # volumes with and without maps in one list: synthesis where there are maps, the real image elsewhere
+    write_nifti(tmp_path / "other.nii.gz", rng.random((16, 16, 16)).astype(np.float32) * 50)
+    (tmp_path / "mixed.json").write_text(json.dumps({"train": [entry, "other.nii.gz"], "val": ["t1.nii.gz"]}))
+    dm = _datamodule(tmp_path / "mixed.json", synth={"enabled": True, "prob": 1.0}, patches_per_epoch=16)
+    dm.setup()
+    assert next(iter(dm.train_dataloader()))["hr"].shape == (4, 1, 8, 8, 8)
 
 
 def _tissue_item(seed: int = 5, shape=(12, 12, 12)) -> dict[str, torch.Tensor]:
@@ -538,8 +544,13 @@ def test_patch_synthesis_prob_seed_noise_and_input_left_alone():
     lag1 = float((diff[1:] - diff[1:].mean()).mul(diff[:-1] - diff[:-1].mean()).mean() / diff.var())
     assert float(diff.std()) > 0.01 and abs(float(diff.mean())) < 0.2 * float(diff.std()) and abs(lag1) < 0.2
     assert cached[SYNTH_KEY]["lr"].shape == (4, 8, 8, 8)  # LR of the 3 maps and of p_rest * texture
-    with pytest.raises(ValueError, match="SynthPrepd"):
-        mixed({k: v for k, v in cached.items() if k != SYNTH_KEY})
+    # a volume without tissue maps: SynthPrepd adds nothing, and every draw keeps its real patches
+    plain = {"image": cached["image"]}
+    assert SynthPrepd("image", TISSUE, (2, 2, 2), "box")(plain).keys() == {"image"}
+    always, _ = _patch_synth(item, (2, 2, 2), roi, num_samples=2, prob=1.0)
+    for _ in range(4):
+        out = always(plain)
+        assert all(torch.equal(o["image"], _crop(plain["image"], g, roi)) for o, g in zip(out, always._origins))
 
 
 @pytest.mark.parametrize("size, grid", [(37, 4), (8, 4), (1, 4), (5, 1), (3, 6)])

@@ -102,9 +102,9 @@ class SRDataModule(L.LightningDataModule):
         splits = load_split_items(**self.source)
         train_keys = ("image", *TISSUE_KEYS) if self.synth is not None else ("image",)
         train_items = [{k: it[k] for k in train_keys if k in it} for it in splits["train"]]
-        if self.synth is not None and not all(set(TISSUE_KEYS) & set(it) for it in train_items):
-            raise ValueError(f"data.synth.enabled=true needs tissue maps ({', '.join(TISSUE_KEYS)}) for every train "
-                             "volume; add them to the list or set data.synth.enabled=false")
+        if self.synth is not None and not any(set(TISSUE_KEYS) & set(it) for it in train_items):
+            raise ValueError(f"data.synth.enabled=true needs tissue maps ({', '.join(TISSUE_KEYS)}) for at least one "
+                             "train volume (the others stay real); add them to the list or set data.synth.enabled=false")
         repeats = math.ceil(self.patches_per_epoch / (self.samples_per_volume * len(splits["train"])))
         train_tf = train_transforms(self.scale, self.patch_size, self.samples_per_volume, self.intensity,
                                     self.degradation, self.synth, self.orient, self.coarsen)

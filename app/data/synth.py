@@ -170,7 +170,8 @@ class SynthPrepd(MapTransform):
     d[SYNTH_KEY] = {"keys": the tissue keys present, "shape": (X, Y, Z), "texture": (lo, hi) (the image's 0th and
     99.5th percentiles), "lr": (K + 1, X/sx, Y/sy, Z/sz) nominal LR (``profile``, volume trimmed to a multiple of
     ``scale``) of the K tissue maps and of p_rest * texture}; the maps stay (SynthPatchesd crops them). Place it
-    after the real image's own intensity scaling (the texture is invariant to it) and before padding.
+    after the real image's own intensity scaling (the texture is invariant to it) and before padding. A volume without
+    tissue maps gets no d[SYNTH_KEY]: SynthPatchesd keeps its real image.
     """
 
     def __init__(self, image_key: str, tissue_keys: Sequence[str], scale: Sequence[int], profile: str):
@@ -180,7 +181,9 @@ class SynthPrepd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        present = present_tissue_keys(d, self.tissue_keys)
+        present = [k for k in self.tissue_keys if k in d]
+        if not present:
+            return d
         image = convert_to_tensor(d[self.image_key], track_meta=False, dtype=torch.float32)
         maps = [convert_to_tensor(d[k], track_meta=False, dtype=torch.float32) for k in present]
         lo, hi = percentile_values(image, 0.0, TEXTURE_PERCENTILE)
@@ -224,10 +227,9 @@ class SynthPatchesd(SynthContrastd, PatchWindows):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         d = dict(data)
-        prep = d.pop(SYNTH_KEY, None)
-        if prep is None:
-            raise ValueError(f"SynthPatchesd needs SynthPrepd's d[{SYNTH_KEY!r}] (its cached inputs)")
-        maps = [convert_to_tensor(d.pop(k), track_meta=False, dtype=torch.float32) for k in prep["keys"]]
+        prep = d.pop(SYNTH_KEY, None)  # None: a volume without tissue maps (SynthPrepd), kept real
+        maps = [] if prep is None else [convert_to_tensor(d.pop(k), track_meta=False, dtype=torch.float32)
+                                        for k in prep["keys"]]
         for k in self.tissue_keys:
             d.pop(k, None)
         image = convert_to_tensor(d.pop(self.image_key), track_meta=False, dtype=torch.float32)
@@ -237,7 +239,7 @@ class SynthPatchesd(SynthContrastd, PatchWindows):
                              f"shape of at least roi_size {self.roi_size} (pad them alike first)")
         self.randomize()  # synthesise or not (probability ``prob``), the contrast's seed
         windows = self.draw_windows(shape)
-        if self._do_transform:
+        if self._do_transform and prep is not None:
             patches = self._synthesise(image, maps, prep, windows)
         else:
             patches = [image[w] for w in windows]
