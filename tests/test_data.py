@@ -1,7 +1,10 @@
 """Data: intensity scaling, HR -> LR degradation on the centred grid, lists and splits, demo data, DataModule."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -606,3 +609,47 @@ def test_memory_cache_is_not_copied_and_not_modified_by_the_draws(tmp_path, synt
     for k, (value, n_ops) in before.items():
         assert torch.equal(cached[k], value), k
         assert n_ops is None or len(cached[k].applied_operations) == n_ops, k  # no growing transform history
+
+
+# ---- the extra real training heads in data/train_extra ----------------------------------------------------------
+def _make_train_data():
+    spec = importlib.util.spec_from_file_location("make_train_data", REPO / "scripts" / "make_train_data.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_extra_heads_are_documented_listed_and_load_cleanly():
+    extra = REPO / "data" / "train_extra"
+    module = _make_train_data()
+    files = sorted(extra.glob("*.nii.gz"))
+    assert {f.name for f in files} == {f"{s.name}.nii.gz" for s in module.SOURCES}
+    readme, licence = (extra / "README.md").read_text(), (extra / "LICENSE.txt").read_text()
+    splits = load_split_items(str(extra / "splits.json"))
+    train_images = [Path(it["image"]).name for it in splits["train"]]
+    for path in files:
+        assert path.name in readme and path.name in licence and path.name in train_images
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. sform/qform disagreement
+            image = nib.load(path)
+            data = np.asanyarray(image.dataobj)
+        assert data.ndim == 3 and min(data.shape) >= 64 and float(data.max()) > 0
+        assert int(image.header["sform_code"]) == int(image.header["qform_code"]) == 1
+    assert sum(it.get("gm") is not None for it in splits["train"]) == 2  # the template twice, with its maps
+    assert not set(train_images) & {p.name for p in (REPO / "data" / "eval").glob("*.nii.gz")}
+
+
+def test_make_train_data_crop_keeps_world_positions_and_drops_a_singleton_axis():
+    module = _make_train_data()
+    volume = np.zeros((20, 24, 16), np.uint8)
+    volume[5:9, 10:20, 3:7] = 200
+    affine = np.array([[-1.5, 0, 0, 40], [0, 0, 1.5, -30], [0, -1.5, 0, 60], [0, 0, 0, 1]])
+    cropped, shifted = module.crop_to_head(volume, affine, margin=2)
+    assert cropped.shape == (8, 14, 8) and cropped.dtype == np.uint8
+    corner = np.array([3, 8, 1, 1.0])  # the crop's first voxel, in the source grid
+    np.testing.assert_allclose(shifted @ [0, 0, 0, 1], affine @ corner)
+    np.testing.assert_array_equal(cropped, volume[3:11, 8:22, 1:9])
+    raw = nib.Nifti1Image(volume[..., None], affine).to_bytes()
+    data, read_affine = module.load(module.gzip.compress(raw), "x.nii.gz")
+    assert data.shape == volume.shape and data.dtype == np.uint8
+    np.testing.assert_allclose(read_affine, affine)
