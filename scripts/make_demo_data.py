@@ -20,6 +20,16 @@ TEMPLATE = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 # voxel ranges [start, stop) in the template grid (197 x 233 x 189, RAS, 1 mm)
 X_RANGE, Z_RANGE = (24, 172), (0, 156)
 Y_SLABS = {"train": (24, 120), "val": (126, 166), "test": (172, 212)}
+# The MNI / McGill notice of their templates (also Colin27's, in scripts/make_train_data.py)
+MNI_COPYRIGHT = """\
+Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological
+Institute, McGill University. Permission to use, copy, modify, and distribute this software and its
+documentation for any purpose and without fee is hereby granted, provided that the above copyright
+notice appear in all copies. The authors and McGill University make no representations about the
+suitability of this software for any purpose. It is provided "as is" without express or implied
+warranty. The authors are not responsible for any data loss, equipment damage, property loss, or
+injury to subjects or patients resulting from the use or misuse of this software package.
+"""
 NOTICE = """\
 Demo data in this folder is derived from the MNI ICBM152 non-linear symmetric 2009a template
 (mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a, as shipped in the nilearn package): cropped to the brain,
@@ -31,14 +41,7 @@ average age-appropriate brain templates from birth to adulthood", NeuroImage 47 
 V.S. Fonov et al., "Unbiased average age-appropriate atlases for pediatric studies", NeuroImage 54
 (2011) 313-327.
 
-Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological
-Institute, McGill University. Permission to use, copy, modify, and distribute this software and its
-documentation for any purpose and without fee is hereby granted, provided that the above copyright
-notice appear in all copies. The authors and McGill University make no representations about the
-suitability of this software for any purpose. It is provided "as is" without express or implied
-warranty. The authors are not responsible for any data loss, equipment damage, property loss, or
-injury to subjects or patients resulting from the use or misuse of this software package.
-"""
+""" + MNI_COPYRIGHT
 
 
 def template_dir() -> Path:

@@ -28,6 +28,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_data import MNI_COPYRIGHT, crop  # noqa: E402  (the demo's notice and affine-keeping crop)
+
 PYCORTEX_SDIST = ("https://files.pythonhosted.org/packages/5d/1a/8f4fb7674ea9f29780f991677ee7282758dacbacbdb5029e"
                   "eb001fb7fb78/pycortex-1.4.0.tar.gz")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -36,14 +39,7 @@ Colin27 (C.J. Holmes et al., "Enhancement of MR images using registration for si
 J Comput Assist Tomogr 22 (1998) 324-333), MNI / McConnell Brain Imaging Centre. pynets ships no notice
 beside the image. The notice below is the one MNI/McGill publish with their templates (as in data/demo/):
 
-Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological
-Institute, McGill University. Permission to use, copy, modify, and distribute this software and its
-documentation for any purpose and without fee is hereby granted, provided that the above copyright
-notice appear in all copies. The authors and McGill University make no representations about the
-suitability of this software for any purpose. It is provided "as is" without express or implied
-warranty. The authors are not responsible for any data loss, equipment damage, property loss, or
-injury to subjects or patients resulting from the use or misuse of this software package.
-"""
+""" + MNI_COPYRIGHT
 
 
 @dataclass(frozen=True)
@@ -125,13 +121,11 @@ def load(raw: bytes, member: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crop_to_head(data: np.ndarray, affine: np.ndarray, margin: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Crop to the box of voxels > 2 % of the 99.9th percentile plus a margin; translate the affine to match."""
+    """Crop to the box of voxels > 2 % of the 99.9th percentile plus a margin (``crop``: affine translated)."""
     inside = np.argwhere(data > 0.02 * np.percentile(data, 99.9))
     start = np.maximum(inside.min(axis=0) - margin, 0)
     stop = np.minimum(inside.max(axis=0) + 1 + margin, data.shape)
-    shifted = affine.copy()
-    shifted[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
-    return data[tuple(slice(a, b) for a, b in zip(start, stop))], shifted
+    return crop(data, affine, start, stop)
 
 
 def save(data: np.ndarray, affine: np.ndarray, source: Source, path: Path) -> str:
