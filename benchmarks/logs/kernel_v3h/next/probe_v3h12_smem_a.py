@@ -12,9 +12,9 @@ Prediction (before any run): h1 makes d and c's forwards 1.2-1.5x faster in bf16
 loads; d was latency-bound: SM 39 %, L2 49 %), the decoder shapes at 8^3 and 16^3 (W 8, 16: BOX_W 64 mostly zeros)
 slower; n256 helps the deep decoder shapes (fp32 columns 256 in one tile) and nothing else.
 Usage on the GPU machine:  python benchmarks/logs/kernel_v3h/next/probe_v3h12_smem_a.py OUT"""
-import json, sys, time
+import sys, time
 sys.path[:0] = ["scripts", "benchmarks/logs/kernel_v3h/next"]
-from probe_problem import check_and_time, stride2_problem
+from probe_problem import run_case, stride2_problem
 from app.kernels import triton_kernels as tk
 SH = {"d": (2, 64, 32, 32, 4, 1, 0), "c": (1, 32, 16, 96, 3, 1, 1), "a": (2, 64, 32, 64, 2, 0, 0),
       "b": (2, 256, 128, 16, 2, 0, 0), "dec8k4": (2, 256, 128, 8, 4, 1, 0), "dec16k3": (2, 128, 64, 16, 3, 1, 1),
@@ -31,13 +31,6 @@ for name, (n, ci, co, size, k, p, op) in SH.items():
         for variant, (box, tile) in VARIANTS.items():
             tk._tma_box, tk._fwd_tma_tile = box, tile
             tk._fwd_phase_tma.plans.clear()
-            rec = dict(shape=name, dtype=dt, variant=variant)
-            try:
-                rec.update(check_and_time(fn, y, ref))
-                rec["chosen"] = str(tk._fwd_phase_tma_tuned.best_config)
-            except Exception as e:
-                rec["error"] = f"{type(e).__name__}: {str(e)[-300:]}"
-            rec["t"] = round(time.time() - T0, 1)
-            print(json.dumps(rec), flush=True); out.append(rec)
-            json.dump(out, open(OUT + "/probe_v3h12.json", "w"), indent=1)
+            run_case(out, OUT + "/probe_v3h12.json", dict(shape=name, dtype=dt, variant=variant), fn, y, ref, T0,
+                     lambda: {"chosen": str(tk._fwd_phase_tma_tuned.best_config)})
         tk._tma_box, tk._fwd_tma_tile = BOX, TILE
