@@ -2,22 +2,16 @@
 script's ``--smoke`` mode runs them on CPU, and test_ddp.py checks the EpochStats records under 2 processes)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.script_module import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_ddp", REPO / "scripts" / "bench_ddp.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_ddp"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_ddp")
 
 
 def epochs(n: int, rate_per_gpu: float, psnrs: dict[int, float]) -> list[dict]:

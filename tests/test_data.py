@@ -1,9 +1,7 @@
 """Data: intensity scaling, HR -> LR degradation on the centred grid, lists and splits, demo data, DataModule."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from app.data.synth import SYNTH_KEY, SynthContrastd, SynthPatchesd, SynthPrepd,
 from app.data.transforms import (RandOrientd, RandPatchesd, ScaleIntensityFromLRd, SimulateLRd, random_origins,
                                   random_windows, to_roi_size)
 from tests.nifti_factory import permuted_affine, write_nifti
+from tests.script_module import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -613,10 +612,7 @@ def test_memory_cache_is_not_copied_and_not_modified_by_the_draws(tmp_path, synt
 
 # ---- the extra real training heads in data/train_extra ----------------------------------------------------------
 def _make_train_data():
-    spec = importlib.util.spec_from_file_location("make_train_data", REPO / "scripts" / "make_train_data.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_train_data")
 
 
 def test_train_extra_heads_are_documented_listed_and_load_cleanly():

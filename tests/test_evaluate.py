@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import re
@@ -24,6 +23,7 @@ from app.data.degradation import simulate_lr
 from app.io import load_volume
 from app.report import CSV_COLUMNS
 from tests.nifti_factory import oblique_lps_affine, smooth_volume, write_nifti
+from tests.script_module import load_script
 from tests.sr_checkpoint import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,10 +179,7 @@ def test_tta_flip_goes_through_the_inference_path(tmp_path, ckpt, torch_cpu_ops,
 
 # ---- the held-out real volumes in data/eval ---------------------------------------------------------------
 def _make_eval_data():
-    spec = importlib.util.spec_from_file_location("make_eval_data", ROOT / "scripts" / "make_eval_data.py")
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_eval_data")
 
 
 def test_real_eval_volumes_are_documented_clean_and_fit_both_scales(tmp_path, torch_cpu_ops):
