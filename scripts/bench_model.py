@@ -13,6 +13,7 @@ GPU:  python scripts/bench_model.py [--ckpt run/checkpoints/last.ckpt] --out ben
 CPU:  python scripts/bench_model.py --device cpu --volumes 2mm --out benchmarks/model_bench_cpu.json
 --profile DIR adds torch.profiler op tables of one more run of every job (where the time goes, per mode).
 --compile MODE times both nets compiled (torch.compile, e.g. reduce-overhead: CUDA graphs against the host cost).
+--memory-format channels_last_3d runs both nets (weights and inputs) in channels_last_3d (NDHWC) instead of NCDHW.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from app.infer import WindowSettings, super_resolve  # noqa: E402
 from app.nn.checkpoint import load_sr_model  # noqa: E402
 from app.nn.unet import SRUNet  # noqa: E402
+from app.train import compose_train_config  # noqa: E402
 from bench_env import environment, own_time_attribute, profile_ops  # noqa: E402
 
 VOLUMES = {"2mm": (96, 116, 96), "1mm": (182, 218, 182)}
@@ -72,29 +74,28 @@ def _profile(fn, device: torch.device, path: Path | None) -> None:
 
 
 def _model_kwargs(args: argparse.Namespace) -> tuple[dict, dict]:
-    """(U-Net kwargs, meta) from a checkpoint, or from the x2_iso experiment preset."""
+    """(U-Net kwargs, meta) from a checkpoint, or from the composed x2_iso experiment preset."""
     if args.ckpt:
         _, meta = load_sr_model(args.ckpt)
         return dict(meta["model"]), meta
-    preset = OmegaConf.load(REPO / "conf" / "experiment" / "x2_iso.yaml")
-    base = OmegaConf.load(REPO / "conf" / "model" / "unet.yaml")
-    kwargs = OmegaConf.to_container(OmegaConf.merge(base, preset.model), resolve=False)
-    kwargs["scale"] = list(preset.data.scale)
+    cfg = compose_train_config(["experiment=x2_iso"])
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     meta = {"scale": kwargs["scale"], "intensity": {"lower_percentile": 0.5, "upper_percentile": 99.5},
             "model": kwargs}
     return kwargs, meta
 
 
 def _nets(kwargs: dict, device: torch.device, ckpt: str | None, modes: list[str],
-          compile_mode: str | None = None) -> dict[str, SRUNet]:
-    """The net with each upsampling mode in ``modes``, all with identical weights; compiled in place
-    (``nn.Module.compile``, the Triton layers as one custom op each) when ``compile_mode`` is given."""
+          compile_mode: str | None = None, memory_format: torch.memory_format = torch.contiguous_format,
+          ) -> dict[str, SRUNet]:
+    """The net with each upsampling mode in ``modes``, all with identical weights in ``memory_format``; compiled in
+    place (``nn.Module.compile``, the Triton layers as one custom op each) when ``compile_mode`` is given."""
     reference = SRUNet(**kwargs)
     if ckpt:
         reference.load_state_dict(load_sr_model(ckpt)[0].state_dict())
     nets = {}
     for mode in modes:
-        nets[mode] = SRUNet(**{**kwargs, "upsample": mode}).to(device)
+        nets[mode] = SRUNet(**{**kwargs, "upsample": mode}).to(device, memory_format=memory_format)
         nets[mode].load_state_dict(reference.state_dict())
         if compile_mode:
             nets[mode].compile(mode=compile_mode, fullgraph=True, dynamic=False)  # static shapes: the few there are
@@ -121,10 +122,11 @@ def _training_step(net: SRUNet, x: torch.Tensor, target: torch.Tensor, device: t
 
 
 def bench_training_step(nets: dict[str, SRUNet], kwargs: dict, device: torch.device, batch: int,
-                        lr_patch: int, repeats: int, profile_dir: Path | None = None) -> dict:
+                        lr_patch: int, repeats: int, profile_dir: Path | None = None,
+                        memory_format: torch.memory_format = torch.contiguous_format) -> dict:
     scale = kwargs["scale"]
-    x = torch.rand(batch, 1, lr_patch, lr_patch, lr_patch, device=device)
-    target = torch.rand(batch, 1, *(lr_patch * s for s in scale), device=device)
+    x = torch.rand(batch, 1, lr_patch, lr_patch, lr_patch, device=device).contiguous(memory_format=memory_format)
+    target = torch.rand(batch, 1, *(lr_patch * s for s in scale), device=device).contiguous(memory_format=memory_format)
     out = {"batch": batch, "lr_patch": [lr_patch] * 3, "hr_patch": [lr_patch * s for s in scale]}
     steps = {mode: _training_step(net, x, target, device) for mode, net in nets.items()}
     for mode, ms in _median_seconds(steps, device, repeats, warmup=5).items():
@@ -169,7 +171,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", default=None, help="trained checkpoint (default: x2_iso preset, random weights)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--volumes", nargs="+", default=list(VOLUMES), choices=list(VOLUMES))
+    p.add_argument("--volumes", nargs="*", default=list(VOLUMES), choices=list(VOLUMES),
+                   help="whole-volume inference jobs (none: training steps only)")
     p.add_argument("--modes", nargs="+", default=["triton", "torch"], choices=["triton", "torch"],
                    help="upsampling layers to time (on CPU both run torch's operator: one is enough)")
     p.add_argument("--batch", type=int, nargs="+", default=None,
@@ -182,6 +185,8 @@ def main() -> None:
     p.add_argument("--compile", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile both nets with this mode (reduce-overhead: CUDA graphs) before timing; the "
                         "warm-up runs hold the compilation")
+    p.add_argument("--memory-format", default="contiguous", choices=["contiguous", "channels_last_3d"],
+                   help="memory format of both nets' weights and inputs (NCDHW or NDHWC)")
     p.add_argument("--profile", type=Path, default=None,
                    help="folder for torch.profiler op tables (by own device time) of one extra run of every job")
     args = p.parse_args()
@@ -189,17 +194,18 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     kwargs, meta = _model_kwargs(args)
-    nets = _nets(kwargs, device, args.ckpt, args.modes, args.compile)
+    memory_format = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}[args.memory_format]
+    nets = _nets(kwargs, device, args.ckpt, args.modes, args.compile, memory_format)
     on_cuda = device.type == "cuda"
     result = {
         "script": "scripts/bench_model.py", **environment(device), "cpu_threads": torch.get_num_threads(),
         "model": kwargs, "ckpt": args.ckpt, "autocast": "bf16" if on_cuda else "off (fp32)",
-        "compile": args.compile,
+        "compile": args.compile, "memory_format": args.memory_format,
     }
     result["training_steps"] = []
     for batch in args.batch or ([16, 64] if on_cuda else [16]):
         step = bench_training_step(nets, kwargs, device, batch, args.lr_patch, args.repeats or (20 if on_cuda else 3),
-                                   args.profile)
+                                   args.profile, memory_format)
         result["training_steps"].append(step)
         print(f"training step: {json.dumps(step)}", flush=True)
     result["inference"] = {}
@@ -214,6 +220,7 @@ def main() -> None:
         "# SR U-Net: Triton vs torch (cuDNN) upsampling", "",
         f"{result['date'][:10]} · {result['device']} · torch {result['torch']} · Triton {result['triton']} · "
         f"cuDNN {result['cudnn']} · autocast {result['autocast']} · torch.compile {args.compile or 'off'} · "
+        f"memory format {args.memory_format} · "
         f"model channels {kwargs['channels']}, "
         f"strides {kwargs['strides']}, scale {kwargs['scale']}", "",
         "| job | " + " | ".join(args.modes) + " | triton / torch |", "|---" * (len(args.modes) + 2) + "|",

@@ -114,3 +114,19 @@ def test_bench_model_interleaves_modes() -> None:
     assert calls == ["triton", "torch",  # warm-up, one each
                      "triton", "torch", "torch", "triton", "triton", "torch", "torch", "triton"]
     assert set(medians) == {"triton", "torch"} and all(s >= 0.0 for s in medians.values())
+
+
+def test_bench_model_runs_the_composed_preset_in_channels_last(tmp_path: Path) -> None:
+    """bench_model times the composed x2_iso preset (the channels _pretrained.yaml gives it), training steps only,
+    with weights and inputs in channels_last_3d; the report names the format."""
+    out = tmp_path / "model.json"
+    args = [sys.executable, "scripts/bench_model.py", "--device", "cpu", "--batch", "1", "--lr-patch", "8",
+            "--repeats", "1", "--volumes", "--memory-format", "channels_last_3d", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # torch's op on the CPU: seconds
+    subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=TIMEOUT_S)
+    report = json.loads(out.read_text())
+    assert report["memory_format"] == "channels_last_3d" and report["inference"] == {}
+    assert report["model"]["channels"] == [32, 64, 128] and report["model"]["num_res_units"] == 2
+    (step,) = report["training_steps"]
+    assert step["batch"] == 1 and step["triton_ms"] > 0 and step["torch_ms"] > 0
+    assert "memory format channels_last_3d" in out.with_suffix(".md").read_text()

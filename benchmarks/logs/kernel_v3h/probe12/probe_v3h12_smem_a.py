@@ -1,5 +1,5 @@
-"""Probe 12 (kernel_notes.md v3h, fifteenth session; not run yet): the TMA forward with its x tile kept in shared
-memory. ptxas (Triton 3.6, sm_90a, `ptxas -v`) warns C7515 "wgmma.mma_async instructions are serialized" for every
+"""Probe 12 (kernel_notes.md v3h, written in the fifteenth session, run in the sixteenth: probe_v3h12.json): the TMA
+forward with its x tile kept in shared memory. ptxas (Triton 3.6, sm_90a, `ptxas -v`) warns C7515 "wgmma.mma_async instructions are serialized" for every
 shipped configuration of ``_fwd_phase_tma_kernel`` and for no other kernel: with BOX_H > 1 the 5-D x block is
 reshaped to [BOX_H·BOX_W, BLOCK_K] in registers (local_load, convert_layout to the dot operand), so each wgmma waits
 for the previous one. With BOX_H = 1 and BOX_W 64 or 128 the tile stays in shared memory, the wgmma is async and
@@ -11,7 +11,7 @@ C7515 is gone (BOX_W 32 falls back to mma.sync). Variants, pinned by patching th
 Prediction (before any run): h1 makes d and c's forwards 1.2-1.5x faster in bf16 (the async wgmma overlaps the
 loads; d was latency-bound: SM 39 %, L2 49 %), the decoder shapes at 8^3 and 16^3 (W 8, 16: BOX_W 64 mostly zeros)
 slower; n256 helps the deep decoder shapes (fp32 columns 256 in one tile) and nothing else.
-Usage on the GPU machine:  python benchmarks/logs/kernel_v3h/next/probe_v3h12_smem_a.py OUT"""
+Usage on the GPU machine:  python benchmarks/logs/kernel_v3h/probe12/probe_v3h12_smem_a.py OUT"""
 import sys, time
 sys.path[:0] = ["scripts", "benchmarks/logs/kernel_v3h/next"]
 from probe_problem import run_case, stride2_problem
