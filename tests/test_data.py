@@ -649,3 +649,12 @@ def test_make_train_data_crop_keeps_world_positions_and_drops_a_singleton_axis()
     data, read_affine = module.load(module.gzip.compress(raw), "x.nii.gz")
     assert data.shape == volume.shape and data.dtype == np.uint8
     np.testing.assert_allclose(read_affine, affine)
+
+
+def test_make_train_data_compact_keeps_values():
+    """Integer-valued floats that fit int16 are stored as int16 with the same values; anything else is kept."""
+    compact = _make_train_data().compact
+    whole = np.array([[0.0, 1717.0], [-5.0, 3517.0]], np.float32)
+    assert compact(whole).dtype == np.int16 and np.array_equal(compact(whole), whole)
+    for kept in (whole + 0.5, whole * 100.0, np.array([1, 2], np.uint16)):
+        assert compact(kept) is kept
