@@ -194,7 +194,8 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     kwargs, meta = _model_kwargs(args)
-    memory_format = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}[args.memory_format]
+    formats = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+    memory_format = formats[args.memory_format]
     nets = _nets(kwargs, device, args.ckpt, args.modes, args.compile, memory_format)
     on_cuda = device.type == "cuda"
     result = {
