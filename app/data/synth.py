@@ -57,9 +57,14 @@ def draw_contrast(
     return mu, coarse, noise
 
 
+def tissue_keys_in(d: Mapping[Hashable, Any], tissue_keys: Sequence[str]) -> list[str]:
+    """The tissue keys found in ``d`` (possibly none)."""
+    return [k for k in tissue_keys if k in d]
+
+
 def present_tissue_keys(d: Mapping[Hashable, Any], tissue_keys: Sequence[str]) -> list[str]:
     """The tissue keys found in ``d``: at least one, else a ValueError."""
-    present = [k for k in tissue_keys if k in d]
+    present = tissue_keys_in(d, tissue_keys)
     if not present:
         raise ValueError(f"contrast synthesis needs tissue maps {list(tissue_keys)} in the data list, found none")
     return present
@@ -181,7 +186,7 @@ class SynthPrepd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        present = [k for k in self.tissue_keys if k in d]
+        present = tissue_keys_in(d, self.tissue_keys)
         if not present:
             return d
         image = convert_to_tensor(d[self.image_key], track_meta=False, dtype=torch.float32)
