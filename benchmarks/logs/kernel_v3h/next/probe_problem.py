@@ -39,18 +39,22 @@ def check_and_time(fn, y: torch.Tensor, ref: torch.Tensor) -> dict:
             "ms": triton.testing.do_bench(graphed(fn, DEVICE), warmup=25, rep=100, return_mode="median")}
 
 
-def run_case(out: list, path: str, rec: dict, fn, y: torch.Tensor, ref: torch.Tensor, start: float, extra=dict) -> None:
-    """``rec`` completed by ``check_and_time`` and ``extra()`` (or the error), the elapsed time since ``start``;
+def record(out: list, path: str, rec: dict, measure, start: float) -> None:
+    """``rec`` completed by ``measure()`` (a dict; or the error it raised) and the elapsed time since ``start``;
     printed, appended to ``out`` and the whole list rewritten to ``path`` (a run cut short keeps what it did)."""
     import json
     import time
 
     try:
-        rec.update(check_and_time(fn, y, ref))
-        rec.update(extra())
+        rec.update(measure())
     except Exception as e:
         rec["error"] = f"{type(e).__name__}: {str(e)[-300:]}"
     rec["t"] = round(time.time() - start, 1)
     print(json.dumps(rec), flush=True)
     out.append(rec)
     json.dump(out, open(path, "w"), indent=1)
+
+
+def run_case(out: list, path: str, rec: dict, fn, y: torch.Tensor, ref: torch.Tensor, start: float, extra=dict) -> None:
+    """``record`` of ``check_and_time(fn, y, ref)`` and ``extra()``."""
+    record(out, path, rec, lambda: {**check_and_time(fn, y, ref), **extra()}, start)

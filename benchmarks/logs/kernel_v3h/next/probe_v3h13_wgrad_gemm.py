@@ -7,11 +7,12 @@ error 2.9e-3 in bf16 under the interpreter (k2s2, C_in 64), and every configurat
 Prediction (before any run): the U-Net's 64 -> 32 layer at 8^3 (batch 64) grad_weight 50 -> ~20 us, 128 -> 64 at 4^3
 32 -> ~12 us, b 2-3x faster in grad_weight; f+b of those layers 20-30 % faster; a level or better.
 Usage on the GPU machine:  python benchmarks/logs/kernel_v3h/next/probe_v3h13_wgrad_gemm.py OUT"""
-import json, sys, time
-sys.path[:0] = ["scripts"]
+import sys, time
+sys.path[:0] = ["scripts", "benchmarks/logs/kernel_v3h/next"]
 import torch
 import torch.nn.functional as F
 from bench_conv_transpose3d import Problem, Shape, graphed, timeit
+from probe_problem import record
 from app.kernels import triton_kernels as tk
 
 DEV, OUT, T0, rows = torch.device("cuda"), sys.argv[1], time.time(), []
@@ -28,17 +29,13 @@ for n, ci, co, size in SHAPES:
     for variant, rule in VARIANTS.items():
         tk.grad_weight_uses_tma = rule
         args = (x, gy, prob.w.shape, torch.bfloat16, None, (2,) * 3, (0,) * 3, (1,) * 3, 1, "ieee")
-        rec = dict(shape=shape.name, variant=variant, tma=rule(x, gy, (2,) * 3, (1,) * 3, 1, True))
-        try:
+
+        def measure() -> dict:
             gw = tk.grad_weight(*args)[0]
-            rec["err"] = ((gw.double() - ref).norm() / ref.norm()).item()
-            rec["same"] = bool(torch.equal(gw, tk.grad_weight(*args)[0]))
-            rec["grad_weight_ms"] = timeit(graphed(lambda: tk.grad_weight(*args), DEV), DEV)
-            rec["fwdbwd_ms"] = timeit(graphed(prob.fn("ours", "fwdbwd", "channels_last"), DEV), DEV)
-        except Exception as e:
-            rec["error"] = f"{type(e).__name__}: {str(e)[-300:]}"
-        rec["t"] = round(time.time() - T0, 1)
-        print(json.dumps(rec), flush=True)
-        rows.append(rec)
-        json.dump(rows, open(OUT + "/probe_v3h13.json", "w"), indent=1)
+            return {"err": ((gw.double() - ref).norm() / ref.norm()).item(),
+                    "same": bool(torch.equal(gw, tk.grad_weight(*args)[0])),
+                    "grad_weight_ms": timeit(graphed(lambda: tk.grad_weight(*args), DEV), DEV),
+                    "fwdbwd_ms": timeit(graphed(prob.fn("ours", "fwdbwd", "channels_last"), DEV), DEV)}
+        record(rows, OUT + "/probe_v3h13.json", dict(shape=shape.name, variant=variant,
+                                                     tma=rule(x, gy, (2,) * 3, (1,) * 3, 1, True)), measure, T0)
     tk.grad_weight_uses_tma = SHIPPED
